@@ -1,0 +1,1 @@
+//! courier-auth (being written).

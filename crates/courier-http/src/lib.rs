@@ -1,0 +1,1 @@
+//! courier-http (being written).

@@ -1,0 +1,2 @@
+//! The `courier` command.
+fn main() {}
