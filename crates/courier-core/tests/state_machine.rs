@@ -3,6 +3,7 @@
 //! against IoT Hub's C2D invariants after every step, and replayed from the
 //! event log at the end to prove that a restart rebuilds the same state.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
