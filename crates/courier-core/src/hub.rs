@@ -39,6 +39,9 @@ pub enum HubEvent {
     /// A change to the feedback queue. `Enqueued` closes a batch: it takes
     /// that many records from the pending ones.
     Feedback(QueueEvent<Arc<FeedbackBatch>>),
+    /// A feedback record waiting for its batch (written by snapshots only;
+    /// live records follow from `Removed` events).
+    FeedbackPending(FeedbackRecord),
 }
 
 impl HubEvent {
@@ -47,7 +50,7 @@ impl HubEvent {
         match self {
             HubEvent::DeviceWritten(d) => Some(&d.device_id),
             HubEvent::DeviceDeleted(id) | HubEvent::Queue { device_id: id, .. } => Some(id),
-            HubEvent::Feedback(_) => None,
+            HubEvent::Feedback(_) | HubEvent::FeedbackPending(_) => None,
         }
     }
 }
@@ -694,7 +697,38 @@ impl HubState {
                 }
                 self.feedback.apply(event);
             }
+            HubEvent::FeedbackPending(record) => self.feedback_pending.push_back(record),
         }
+    }
+
+    /// Events that rebuild this state from empty: a compact stand-in for the
+    /// whole history, for checkpoints.
+    pub fn snapshot_events(&self) -> Vec<HubEvent> {
+        let mut out = Vec::new();
+        for entry in self.devices.values() {
+            out.push(HubEvent::DeviceWritten(Box::new(entry.device.clone())));
+            for event in entry.queue.snapshot_events() {
+                out.push(HubEvent::Queue {
+                    device_id: entry.device.device_id.clone(),
+                    event,
+                });
+            }
+        }
+        // Batches first: replaying a batch's `Enqueued` consumes pending
+        // records, so the pending ones must come after.
+        out.extend(
+            self.feedback
+                .snapshot_events()
+                .into_iter()
+                .map(HubEvent::Feedback),
+        );
+        out.extend(
+            self.feedback_pending
+                .iter()
+                .cloned()
+                .map(HubEvent::FeedbackPending),
+        );
+        out
     }
 
     // ----- internals -----

@@ -100,6 +100,12 @@ pub enum QueueEvent<P> {
         /// Its delivery count from now on.
         delivery_count: u32,
     },
+    /// The next sequence number is at least `next` (snapshots keep numbers
+    /// growing after the queue emptied).
+    Sequence {
+        /// The floor for the next sequence number.
+        next: SequenceNumber,
+    },
     /// Gone for good.
     Removed {
         /// The item.
@@ -401,6 +407,10 @@ impl<P: Clone> LockedQueue<P> {
                 }
                 None
             }
+            QueueEvent::Sequence { next } => {
+                self.next_seq = self.next_seq.max(next.0);
+                None
+            }
             QueueEvent::Removed { seq, .. } => {
                 let item = self.items.remove(&seq);
                 debug_assert!(item.is_some(), "Removed for an unknown item");
@@ -414,6 +424,39 @@ impl<P: Clone> LockedQueue<P> {
                 Some(item)
             }
         }
+    }
+}
+
+impl<P: Clone> LockedQueue<P> {
+    /// Events that rebuild this queue from empty: each item's enqueue, its
+    /// delivery count and its lock, then the sequence floor.
+    pub fn snapshot_events(&self) -> Vec<QueueEvent<P>> {
+        let mut out = Vec::with_capacity(self.items.len() * 2 + 1);
+        for item in self.items.values() {
+            out.push(QueueEvent::Enqueued {
+                seq: item.seq,
+                enqueued_time: item.enqueued_time,
+                expiry_time: item.expiry_time,
+                payload: item.payload.clone(),
+            });
+            if item.delivery_count > 0 {
+                out.push(QueueEvent::Returned {
+                    seq: item.seq,
+                    delivery_count: item.delivery_count,
+                });
+            }
+            if let Some(lock) = item.lock {
+                out.push(QueueEvent::Locked {
+                    seq: item.seq,
+                    lock_token: lock.token,
+                    locked_until: lock.until,
+                });
+            }
+        }
+        out.push(QueueEvent::Sequence {
+            next: SequenceNumber(self.next_seq),
+        });
+        out
     }
 }
 
