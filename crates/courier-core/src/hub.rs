@@ -36,9 +36,11 @@ pub enum HubEvent {
         /// The change.
         event: QueueEvent<Arc<C2dMessage>>,
     },
-    /// A change to the feedback queue. `Enqueued` closes a batch: it takes
-    /// that many records from the pending ones.
+    /// A change to the feedback queue.
     Feedback(QueueEvent<Arc<FeedbackBatch>>),
+    /// A batch closed from the oldest pending records: takes them from the
+    /// pending ones and enqueues the batch (an `Enqueued` event).
+    FeedbackClosed(QueueEvent<Arc<FeedbackBatch>>),
     /// A feedback record waiting for its batch (written by snapshots only;
     /// live records follow from `Removed` events).
     FeedbackPending(FeedbackRecord),
@@ -50,7 +52,9 @@ impl HubEvent {
         match self {
             HubEvent::DeviceWritten(d) => Some(&d.device_id),
             HubEvent::DeviceDeleted(id) | HubEvent::Queue { device_id: id, .. } => Some(id),
-            HubEvent::Feedback(_) | HubEvent::FeedbackPending(_) => None,
+            HubEvent::Feedback(_) | HubEvent::FeedbackClosed(_) | HubEvent::FeedbackPending(_) => {
+                None
+            }
         }
     }
 }
@@ -630,7 +634,7 @@ impl HubState {
             ) else {
                 return;
             };
-            self.emit(out, HubEvent::Feedback(event));
+            self.emit(out, HubEvent::FeedbackClosed(event));
         }
     }
 
@@ -690,6 +694,9 @@ impl HubState {
                 self.set_deadline(&device_id, next);
             }
             HubEvent::Feedback(event) => {
+                self.feedback.apply(event);
+            }
+            HubEvent::FeedbackClosed(event) => {
                 if let QueueEvent::Enqueued { payload, .. } = &event {
                     let n = payload.records.len().min(self.feedback_pending.len());
                     debug_assert_eq!(n, payload.records.len());
@@ -714,8 +721,6 @@ impl HubState {
                 });
             }
         }
-        // Batches first: replaying a batch's `Enqueued` consumes pending
-        // records, so the pending ones must come after.
         out.extend(
             self.feedback
                 .snapshot_events()

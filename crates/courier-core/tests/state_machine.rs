@@ -166,7 +166,7 @@ impl Audit {
                         self.dropped.insert(mid);
                     }
                 }
-                HubEvent::Feedback(QueueEvent::Enqueued { payload, .. }) => {
+                HubEvent::FeedbackClosed(QueueEvent::Enqueued { payload, .. }) => {
                     assert!(!payload.records.is_empty(), "empty feedback batch");
                     for r in &payload.records {
                         self.batched
