@@ -1,1 +1,24 @@
-//! courier-hub (being written).
+//! The hub engine: the single owner of Courier's state.
+//!
+//! One task owns the [`courier_core::HubState`]. Protocol heads talk to it
+//! through a cloneable [`Hub`] handle over a bounded channel; the task takes
+//! commands in batches, lets the core decide, appends the resulting events to
+//! the [`courier_store::Store`] as one batch, and answers each caller only
+//! after the store has made that batch durable (group commit: one sync covers
+//! every command of the batch). At start it replays the store into memory.
+//!
+//! This crate decides nothing about messages (courier-core does) and parses
+//! no protocol (the heads do). It does own time (the system clock), lock
+//! token generation, checkpoints and the wake-ups of long-polling receivers.
+
+mod clock;
+mod codec;
+mod engine;
+mod error;
+mod handle;
+mod views;
+
+pub use clock::SystemClock;
+pub use error::{Error, OpenError};
+pub use handle::{DeviceInfo, Hub, HubOptions, HubTask, OpenStats};
+pub use views::DeviceCredentials;

@@ -1,0 +1,477 @@
+//! The engine task: the one owner of the hub's state.
+//!
+//! Each turn of the loop takes every command already queued (up to a cap),
+//! applies them to the state in arrival order, runs the sweeps that are due,
+//! and hands all resulting events to the store as one batch. Replies wait for
+//! that batch's commit, so a caller is answered only once what it caused is
+//! durable, and one fsync serves the whole batch.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use courier_core::{
+    Clock, DeviceId, DeviceSpec, FreshIdentity, HubEvent, HubState, IfMatch, LockToken, QueueEvent,
+    Timestamp,
+};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tracing::{error, info, warn};
+
+use crate::codec;
+use crate::error::Error;
+use crate::handle::DeviceInfo;
+use crate::views::CredentialView;
+use courier_store::Store;
+
+/// How many commands one turn takes at most.
+const MAX_BATCH: usize = 512;
+/// The longest the engine sleeps without looking at the clock, so that a
+/// wall-clock jump is noticed within this time.
+const MAX_IDLE: Duration = Duration::from_secs(1);
+
+/// How a device settles a locked message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Settle {
+    Complete,
+    Reject,
+    Abandon,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, Error>>;
+
+/// One request to the engine.
+pub(crate) enum Command {
+    PutDevice {
+        id: DeviceId,
+        spec: Box<DeviceSpec>,
+        if_match: IfMatch,
+        fresh: FreshIdentity,
+        reply: Reply<DeviceInfo>,
+    },
+    DeleteDevice {
+        id: DeviceId,
+        if_match: IfMatch,
+        reply: Reply<()>,
+    },
+    GetDevice {
+        id: DeviceId,
+        reply: Reply<DeviceInfo>,
+    },
+    ListDevices {
+        top: usize,
+        reply: Reply<Vec<DeviceInfo>>,
+    },
+    Stats {
+        reply: Reply<courier_core::HubStats>,
+    },
+    Send {
+        id: DeviceId,
+        message: Box<courier_core::C2dMessage>,
+        reply: Reply<courier_core::SendReceipt>,
+    },
+    Receive {
+        id: DeviceId,
+        token: LockToken,
+        reply: Reply<Option<courier_core::Delivery>>,
+    },
+    Settle {
+        id: DeviceId,
+        token: LockToken,
+        how: Settle,
+        reply: Reply<()>,
+    },
+    Purge {
+        id: DeviceId,
+        reply: Reply<u32>,
+    },
+    ReceiveFeedback {
+        token: LockToken,
+        reply: Reply<Option<courier_core::FeedbackDelivery>>,
+    },
+    SettleFeedback {
+        token: LockToken,
+        complete: bool,
+        reply: Reply<()>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// State shared between the engine and every handle.
+pub(crate) struct Shared {
+    pub(crate) credentials: CredentialView,
+    device_waiters: Mutex<HashMap<DeviceId, Arc<Notify>>>,
+    pub(crate) feedback_waiter: Notify,
+    pub(crate) failed: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn new() -> Self {
+        Shared {
+            credentials: CredentialView::default(),
+            device_waiters: Mutex::new(HashMap::new()),
+            feedback_waiter: Notify::new(),
+            failed: AtomicBool::new(false),
+        }
+    }
+
+    /// The wake-up of receivers waiting on a device's queue.
+    pub(crate) fn device_waiter(&self, id: &DeviceId) -> Arc<Notify> {
+        let mut map = self
+            .device_waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        map.entry(id.clone()).or_default().clone()
+    }
+
+    fn wake_device(&self, id: &DeviceId) {
+        let map = self
+            .device_waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get(id) {
+            n.notify_waiters();
+        }
+    }
+
+    fn forget_device(&self, id: &DeviceId) {
+        let mut map = self
+            .device_waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        map.remove(id);
+    }
+}
+
+/// An answer held until the batch that carries its events is durable.
+type Deferred = Box<dyn FnOnce(Result<(), Error>) + Send>;
+
+fn defer<T: Send + 'static>(reply: Reply<T>, result: Result<T, Error>) -> Deferred {
+    Box::new(move |commit: Result<(), Error>| {
+        let answer = match (commit, result) {
+            (Ok(()), r) => r,
+            // A refusal changed nothing, so it stands even if the batch failed.
+            (Err(_), Err(refusal)) => Err(refusal),
+            (Err(e), Ok(_)) => Err(e),
+        };
+        // The caller may have gone away; nothing to do then.
+        let _ = reply.send(answer);
+    })
+}
+
+/// The engine: state, store, and the bookkeeping around them.
+pub(crate) struct Engine {
+    pub(crate) state: HubState,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) rx: mpsc::Receiver<Command>,
+    pub(crate) last_activity: HashMap<DeviceId, Timestamp>,
+    pub(crate) checkpoint_after_bytes: u64,
+    pub(crate) checkpoint_running: Arc<AtomicBool>,
+}
+
+impl Engine {
+    /// Runs until a `Shutdown` command or until every handle is dropped.
+    pub(crate) async fn run(mut self) {
+        let mut commands = Vec::with_capacity(MAX_BATCH);
+        let mut shutdown: Option<oneshot::Sender<()>> = None;
+        loop {
+            let sleep = self.sleep_duration();
+            tokio::select! {
+                n = self.rx.recv_many(&mut commands, MAX_BATCH) => {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                () = tokio::time::sleep(sleep) => {}
+            }
+            let now = self.clock.now();
+            let mut events = Vec::new();
+            let mut deferred: Vec<Deferred> = Vec::with_capacity(commands.len());
+            for command in commands.drain(..) {
+                if let Command::Shutdown { reply } = command {
+                    shutdown = Some(reply);
+                    continue;
+                }
+                self.handle(now, command, &mut events, &mut deferred);
+            }
+            self.state.tick(now, &mut events);
+            let last = self.commit(events, deferred);
+            if let Some(reply) = shutdown.take() {
+                // Wait for the last batch so that nothing acknowledged is lost.
+                if let Some(last) = last {
+                    let _ = last.await;
+                }
+                let _ = reply.send(());
+                break;
+            }
+            self.maybe_checkpoint();
+        }
+        info!("hub engine stopped");
+    }
+
+    fn sleep_duration(&self) -> Duration {
+        let now = self.clock.now();
+        match self.state.next_deadline() {
+            Some(t) if t <= now => Duration::from_millis(1),
+            Some(t) => t.since(now).clamp(Duration::from_millis(1), MAX_IDLE),
+            None => MAX_IDLE,
+        }
+    }
+
+    fn handle(
+        &mut self,
+        now: Timestamp,
+        command: Command,
+        events: &mut Vec<HubEvent>,
+        deferred: &mut Vec<Deferred>,
+    ) {
+        if self.shared.failed.load(Ordering::Acquire) {
+            fail(command);
+            return;
+        }
+        match command {
+            Command::PutDevice {
+                id,
+                spec,
+                if_match,
+                fresh,
+                reply,
+            } => {
+                let r = self
+                    .state
+                    .put_device(now, id, *spec, if_match, fresh, events)
+                    .map_err(Error::from)
+                    .map(|device| self.info(device));
+                deferred.push(defer(reply, r));
+            }
+            Command::DeleteDevice {
+                id,
+                if_match,
+                reply,
+            } => {
+                let r = self
+                    .state
+                    .delete_device(&id, if_match, events)
+                    .map_err(Error::from);
+                if r.is_ok() {
+                    self.last_activity.remove(&id);
+                }
+                deferred.push(defer(reply, r));
+            }
+            Command::GetDevice { id, reply } => {
+                let r = self
+                    .state
+                    .device(&id)
+                    .map(|e| self.info(e.device.clone()))
+                    .ok_or_else(|| Error::from(courier_core::HubError::DeviceNotFound(id)));
+                deferred.push(defer(reply, r));
+            }
+            Command::ListDevices { top, reply } => {
+                let list = self
+                    .state
+                    .devices()
+                    .take(top)
+                    .map(|e| self.info(e.device.clone()))
+                    .collect();
+                deferred.push(defer(reply, Ok(list)));
+            }
+            Command::Stats { reply } => {
+                deferred.push(defer(reply, Ok(self.state.stats())));
+            }
+            Command::Send { id, message, reply } => {
+                let r = self
+                    .state
+                    .send(now, &id, *message, events)
+                    .map_err(Error::from);
+                deferred.push(defer(reply, r));
+            }
+            Command::Receive { id, token, reply } => {
+                let r = self
+                    .state
+                    .receive(now, &id, token, events)
+                    .map_err(Error::from);
+                if r.is_ok() {
+                    self.last_activity.insert(id, now);
+                }
+                deferred.push(defer(reply, r));
+            }
+            Command::Settle {
+                id,
+                token,
+                how,
+                reply,
+            } => {
+                let r = match how {
+                    Settle::Complete => self.state.complete(now, &id, token, events),
+                    Settle::Reject => self.state.reject(now, &id, token, events),
+                    Settle::Abandon => self.state.abandon(now, &id, token, events),
+                }
+                .map_err(Error::from);
+                if r.is_ok() {
+                    self.last_activity.insert(id, now);
+                }
+                deferred.push(defer(reply, r));
+            }
+            Command::Purge { id, reply } => {
+                let r = self.state.purge(now, &id, events).map_err(Error::from);
+                deferred.push(defer(reply, r));
+            }
+            Command::ReceiveFeedback { token, reply } => {
+                let r = self.state.receive_feedback(now, token, events);
+                deferred.push(defer(reply, Ok(r)));
+            }
+            Command::SettleFeedback {
+                token,
+                complete,
+                reply,
+            } => {
+                let r = if complete {
+                    self.state.complete_feedback(now, token, events)
+                } else {
+                    self.state.abandon_feedback(now, token, events)
+                }
+                .map_err(Error::from);
+                deferred.push(defer(reply, r));
+            }
+            Command::Shutdown { reply } => {
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    fn info(&self, device: courier_core::Device) -> DeviceInfo {
+        let count = self
+            .state
+            .device(&device.device_id)
+            .map_or(0, |e| e.queue.len());
+        let last_activity_time = self.last_activity.get(&device.device_id).copied();
+        DeviceInfo {
+            device,
+            cloud_to_device_message_count: count,
+            last_activity_time,
+        }
+    }
+
+    /// Hands the turn's events to the store and answers callers once they are
+    /// durable. Returns the commit's completion for shutdown to wait on.
+    fn commit(
+        &mut self,
+        events: Vec<HubEvent>,
+        deferred: Vec<Deferred>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        if events.is_empty() {
+            for d in deferred {
+                d(Ok(()));
+            }
+            return None;
+        }
+        let mut woken_devices = HashSet::new();
+        let mut wake_feedback = false;
+        for event in &events {
+            match event {
+                HubEvent::DeviceWritten(d) => self.shared.credentials.put(d),
+                HubEvent::DeviceDeleted(id) => {
+                    self.shared.credentials.remove(id.as_str());
+                    self.shared.forget_device(id);
+                }
+                HubEvent::Queue {
+                    device_id,
+                    event: QueueEvent::Enqueued { .. } | QueueEvent::Returned { .. },
+                } => {
+                    woken_devices.insert(device_id.clone());
+                }
+                HubEvent::FeedbackClosed(_) | HubEvent::Feedback(QueueEvent::Returned { .. }) => {
+                    wake_feedback = true
+                }
+                _ => {}
+            }
+        }
+        let records: Result<Vec<_>, _> = events.iter().map(codec::encode).collect();
+        let shared = self.shared.clone();
+        let commit = match records {
+            Ok(records) => Some(self.store.append(records)),
+            Err(e) => {
+                error!(error = %e, "could not encode events; refusing further changes");
+                shared.failed.store(true, Ordering::Release);
+                None
+            }
+        };
+        Some(tokio::spawn(async move {
+            let result = match commit {
+                Some(c) => c.await.map(|_| ()).map_err(|e| {
+                    error!(error = %e, "store commit failed; refusing further changes");
+                    shared.failed.store(true, Ordering::Release);
+                    Error::Storage(e.to_string())
+                }),
+                None => Err(Error::Storage("event encoding failed".into())),
+            };
+            let ok = result.is_ok();
+            for d in deferred {
+                d(result.clone());
+            }
+            if ok {
+                for id in &woken_devices {
+                    shared.wake_device(id);
+                }
+                if wake_feedback {
+                    shared.feedback_waiter.notify_waiters();
+                }
+            }
+        }))
+    }
+
+    fn maybe_checkpoint(&mut self) {
+        if self.store.log_bytes_since_checkpoint() < self.checkpoint_after_bytes
+            || self.checkpoint_running.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let records: Result<Vec<_>, _> = self
+            .state
+            .snapshot_events()
+            .iter()
+            .map(codec::encode)
+            .collect();
+        let running = self.checkpoint_running.clone();
+        match records {
+            Ok(records) => {
+                let n = records.len();
+                let commit = self.store.checkpoint(records);
+                tokio::spawn(async move {
+                    match commit.await {
+                        Ok(_) => info!(records = n, "checkpoint written"),
+                        Err(e) => warn!(error = %e, "checkpoint failed"),
+                    }
+                    running.store(false, Ordering::Release);
+                });
+            }
+            Err(e) => {
+                warn!(error = %e, "could not encode the snapshot");
+                running.store(false, Ordering::Release);
+            }
+        }
+    }
+}
+
+/// Answers a command with the storage failure that stopped the hub.
+fn fail(command: Command) {
+    let e = || Error::Storage("the store failed earlier; the hub refuses changes".into());
+    match command {
+        Command::PutDevice { reply, .. } => drop(reply.send(Err(e()))),
+        Command::DeleteDevice { reply, .. }
+        | Command::Settle { reply, .. }
+        | Command::SettleFeedback { reply, .. } => drop(reply.send(Err(e()))),
+        Command::GetDevice { reply, .. } => drop(reply.send(Err(e()))),
+        Command::ListDevices { reply, .. } => drop(reply.send(Err(e()))),
+        Command::Stats { reply } => drop(reply.send(Err(e()))),
+        Command::Send { reply, .. } => drop(reply.send(Err(e()))),
+        Command::Receive { reply, .. } => drop(reply.send(Err(e()))),
+        Command::Purge { reply, .. } => drop(reply.send(Err(e()))),
+        Command::ReceiveFeedback { reply, .. } => drop(reply.send(Err(e()))),
+        Command::Shutdown { reply } => drop(reply.send(())),
+    }
+}

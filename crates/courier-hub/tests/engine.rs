@@ -1,0 +1,251 @@
+//! The engine over the real write-ahead log: answers come after durability,
+//! a restart replays to the same queues, locks survive restarts and lapse on
+//! the injected clock, feedback flows, long-polls wake on arrival.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use courier_core::{
+    AckMode, C2dMessage, Clock, DeviceId, DeviceSpec, HubError, HubSettings, IfMatch,
+    MessageProperties, Outcome, Timestamp,
+};
+use courier_hub::{Error, Hub, HubOptions};
+use courier_store::{WalOptions, WalStore};
+
+/// A clock the test moves by hand: time is a source of non-determinism.
+struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    fn advance(&self, d: Duration) {
+        self.0.fetch_add(d.as_millis() as i64, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.0.load(Ordering::SeqCst))
+    }
+}
+
+fn open(dir: &std::path::Path, clock: Arc<ManualClock>) -> (Hub, courier_hub::HubTask) {
+    let store = WalStore::open(dir, WalOptions::default()).unwrap();
+    let (hub, task, _) = Hub::open(
+        Arc::new(store),
+        HubSettings::default(),
+        clock,
+        HubOptions::default(),
+    )
+    .unwrap();
+    (hub, task)
+}
+
+fn msg(id: &str, ack: AckMode) -> C2dMessage {
+    C2dMessage {
+        properties: MessageProperties {
+            message_id: Some(id.into()),
+            ack,
+            ..Default::default()
+        },
+        body: id.as_bytes().to_vec(),
+    }
+}
+
+async fn stop(hub: Hub, task: courier_hub::HubTask) {
+    hub.shutdown().await;
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn messages_and_locks_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock(AtomicI64::new(1_700_000_000_000)));
+    let dev = DeviceId::new("dev1").unwrap();
+    let (hub, task) = open(dir.path(), clock.clone());
+    hub.put_device(dev.clone(), DeviceSpec::default(), IfMatch::Absent)
+        .await
+        .unwrap();
+    for i in 0..3 {
+        hub.send(&dev, msg(&format!("m{i}"), AckMode::Full))
+            .await
+            .unwrap();
+    }
+    let first = hub.receive(&dev).await.unwrap().unwrap();
+    assert_eq!(first.message.properties.message_id.as_deref(), Some("m0"));
+    let second = hub.receive(&dev).await.unwrap().unwrap();
+    hub.complete(&dev, second.lock_token).await.unwrap();
+    stop(hub, task).await;
+
+    let (hub, task) = open(dir.path(), clock.clone());
+    let info = hub.get_device(&dev).await.unwrap();
+    assert_eq!(
+        info.cloud_to_device_message_count, 2,
+        "m0 locked + m2 queued"
+    );
+    // m0 is still locked: the next receive gets m2.
+    let next = hub.receive(&dev).await.unwrap().unwrap();
+    assert_eq!(next.message.properties.message_id.as_deref(), Some("m2"));
+    // The old lock token still settles... until its lock lapses.
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(
+        hub.complete(&dev, first.lock_token).await,
+        Err(Error::Hub(HubError::LockLost))
+    );
+    let again = hub.receive(&dev).await.unwrap().unwrap();
+    assert_eq!(again.message.properties.message_id.as_deref(), Some("m0"));
+    assert_eq!(again.delivery_count, 1);
+    stop(hub, task).await;
+}
+
+#[tokio::test]
+async fn feedback_is_batched_and_received() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock(AtomicI64::new(1_700_000_000_000)));
+    let dev = DeviceId::new("dev1").unwrap();
+    let (hub, task) = open(dir.path(), clock.clone());
+    let created = hub
+        .put_device(dev.clone(), DeviceSpec::default(), IfMatch::Absent)
+        .await
+        .unwrap();
+    hub.send(&dev, msg("ok", AckMode::Positive)).await.unwrap();
+    hub.send(&dev, msg("bad", AckMode::Negative)).await.unwrap();
+    let a = hub.receive(&dev).await.unwrap().unwrap();
+    hub.complete(&dev, a.lock_token).await.unwrap();
+    let b = hub.receive(&dev).await.unwrap().unwrap();
+    hub.reject(&dev, b.lock_token).await.unwrap();
+    assert!(
+        hub.receive_feedback().await.unwrap().is_none(),
+        "window still open"
+    );
+    clock.advance(Duration::from_secs(1));
+    let fb = hub
+        .receive_feedback_wait(Duration::from_secs(10))
+        .await
+        .unwrap()
+        .expect("a batch once the window passed");
+    let got: Vec<_> = fb
+        .batch
+        .records
+        .iter()
+        .map(|r| (r.original_message_id.clone().unwrap(), r.status))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("ok".into(), Outcome::Completed),
+            ("bad".into(), Outcome::Rejected)
+        ]
+    );
+    assert_eq!(
+        fb.batch.records[0].device_generation_id,
+        created.device.generation_id
+    );
+    hub.complete_feedback(fb.lock_token).await.unwrap();
+    assert!(hub.receive_feedback().await.unwrap().is_none());
+    stop(hub, task).await;
+}
+
+#[tokio::test]
+async fn a_waiting_receiver_wakes_when_a_message_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock(AtomicI64::new(1_700_000_000_000)));
+    let dev = DeviceId::new("dev1").unwrap();
+    let (hub, task) = open(dir.path(), clock);
+    hub.put_device(dev.clone(), DeviceSpec::default(), IfMatch::Absent)
+        .await
+        .unwrap();
+    let waiter = {
+        let hub = hub.clone();
+        let dev = dev.clone();
+        tokio::spawn(async move { hub.receive_wait(&dev, Duration::from_secs(30)).await })
+    };
+    // Let the waiter register; it must not matter whether it has or not.
+    tokio::task::yield_now().await;
+    hub.send(&dev, msg("wake", AckMode::None)).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("woken well before its own 30 s deadline")
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.message.body, b"wake");
+    stop(hub, task).await;
+}
+
+#[tokio::test]
+async fn many_concurrent_sends_are_all_durable_and_ordered_per_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock(AtomicI64::new(1_700_000_000_000)));
+    let (hub, task) = open(dir.path(), clock.clone());
+    let spec = DeviceSpec {
+        limits: courier_core::LimitOverrides {
+            max_queue_depth: Some(1000),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let devs: Vec<DeviceId> = (0..8)
+        .map(|i| DeviceId::new(format!("d{i}")).unwrap())
+        .collect();
+    for d in &devs {
+        hub.put_device(d.clone(), spec.clone(), IfMatch::Absent)
+            .await
+            .unwrap();
+    }
+    let mut tasks = Vec::new();
+    for d in devs.clone() {
+        let hub = hub.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..100 {
+                hub.send(&d, msg(&format!("{i}"), AckMode::None))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    stop(hub, task).await;
+    let (hub, task) = open(dir.path(), clock);
+    for d in &devs {
+        for i in 0..100 {
+            let got = hub.receive(d).await.unwrap().unwrap();
+            assert_eq!(got.message.body, format!("{i}").as_bytes());
+            hub.complete(d, got.lock_token).await.unwrap();
+        }
+        assert!(hub.receive(d).await.unwrap().is_none());
+    }
+    stop(hub, task).await;
+}
+
+#[tokio::test]
+async fn a_full_queue_refuses_with_403004_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock(AtomicI64::new(1_700_000_000_000)));
+    let dev = DeviceId::new("dev1").unwrap();
+    let (hub, task) = open(dir.path(), clock);
+    hub.put_device(dev.clone(), DeviceSpec::default(), IfMatch::Absent)
+        .await
+        .unwrap();
+    for i in 0..50 {
+        hub.send(&dev, msg(&format!("{i}"), AckMode::None))
+            .await
+            .unwrap();
+    }
+    let err = hub
+        .send(&dev, msg("51st", AckMode::None))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().number(), 403004);
+    assert_eq!(
+        hub.get_device(&dev)
+            .await
+            .unwrap()
+            .cloud_to_device_message_count,
+        50
+    );
+    stop(hub, task).await;
+}
