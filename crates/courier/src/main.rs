@@ -1,2 +1,90 @@
-//! The `courier` command.
-fn main() {}
+//! The `courier` command: `courier serve` runs a hub; the other commands act on
+//! a running hub through its HTTPS API (`docs/http-api.md`), as a service, as
+//! the registry's administrator or as a device.
+//!
+//! It must not reach into the hub's store or state: everything but `serve`
+//! goes over HTTPS, exactly as any other client would.
+
+mod api;
+mod cli;
+mod client;
+mod commands;
+mod output;
+mod parse;
+mod target;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+use crate::cli::{Cli, Command};
+use crate::client::{ApiError, ClientError};
+use crate::commands::Outcome;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json_errors = match &cli.command {
+        Command::Serve(_) => false,
+        Command::Device(a) => a.client.json,
+        Command::C2d(a) => a.client.json,
+        Command::Feedback(a) => a.client.json,
+        Command::Hub(a) => a.client.json,
+    };
+    match run(cli) {
+        Ok(outcome) => outcome.exit_code(),
+        Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
+        Err(error) => {
+            report(&error, json_errors);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    match cli.command {
+        Command::Serve(args) => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(courier_server::serve(args))?;
+            Ok(Outcome::Success)
+        }
+        // A client makes one request at a time; one thread is plenty.
+        client_command => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(commands::run(client_command)),
+    }
+}
+
+/// True when stdout was closed (e.g. `courier device list | head -1`): not a failure.
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Prints the error and every cause to stderr, as text or as one JSON object.
+fn report(error: &anyhow::Error, json: bool) {
+    let api_error: Option<&ApiError> =
+        error
+            .chain()
+            .find_map(|cause| match cause.downcast_ref::<ClientError>() {
+                Some(ClientError::Api(api)) => Some(api),
+                _ => cause.downcast_ref::<ApiError>(),
+            });
+    if json {
+        let causes: Vec<String> = error.chain().skip(1).map(ToString::to_string).collect();
+        let document = serde_json::json!({
+            "error": error.to_string(),
+            "causes": causes,
+            "apiError": api_error,
+        });
+        eprintln!("{document}");
+        return;
+    }
+    eprintln!("error: {error}");
+    for cause in error.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+}

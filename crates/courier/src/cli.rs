@@ -1,0 +1,402 @@
+//! The flags as the user typed them. Nothing here touches a file or the
+//! network; `target.rs` and the commands turn these into validated settings.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgGroup, Args, Parser, Subcommand};
+
+use crate::api::Ack;
+use crate::parse;
+
+/// Courier: a self-hosted hub for Azure IoT Hub-style cloud-to-device messaging.
+///
+/// `courier serve` runs a hub. The other commands act on a running hub over its
+/// HTTPS API, as the owner policy of the local data directory unless `--hub`
+/// names another hub or policy.
+#[derive(Parser)]
+#[command(name = "courier", version, propagate_version = true)]
+pub(crate) struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// The top-level commands.
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Run a hub in the foreground until Ctrl-C.
+    Serve(courier_server::ServeArgs),
+    /// Create, show, list, update and delete devices in the hub's registry.
+    Device(DeviceArgs),
+    /// Send, receive and purge cloud-to-device messages.
+    C2d(C2dArgs),
+    /// Receive delivery feedback batches, print their records and settle them.
+    Feedback(FeedbackArgs),
+    /// Ask the hub about itself.
+    Hub(HubArgs),
+}
+
+/// Which hub to talk to and how to print; accepted anywhere after the command name.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ClientArgs {
+    /// Print JSON (one document per line) instead of text, for scripts.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+
+    /// Connection string of a shared access policy with the rights the command
+    /// needs (HostName=…;SharedAccessKeyName=…;SharedAccessKey=…).
+    /// Without it, the owner policy from the data directory's hub.json is used.
+    #[arg(
+        long,
+        global = true,
+        env = "COURIER_HUB_CONNECTION_STRING",
+        hide_env_values = true,
+        value_name = "CONNECTION_STRING"
+    )]
+    pub(crate) hub: Option<String>,
+
+    /// Data directory of a hub on this machine: its hub.json gives the owner
+    /// policy, its run.json the endpoint and CA of the running hub.
+    #[arg(
+        long,
+        global = true,
+        env = "COURIER_DATA_DIR",
+        default_value = "./courier-data",
+        value_name = "DIR"
+    )]
+    pub(crate) data_dir: PathBuf,
+
+    /// HTTPS endpoint of the hub, e.g. https://localhost:8443.
+    /// Default: the running hub's endpoint from run.json when it serves the same
+    /// host name, else https://{HostName}:443.
+    #[arg(long, global = true, env = "COURIER_ENDPOINT", value_name = "URL")]
+    pub(crate) endpoint: Option<String>,
+
+    /// PEM file with the CA certificate(s) to trust for the hub's TLS certificate.
+    /// Default: the running hub's CA from run.json, else {data-dir}/tls/ca.pem.
+    /// The system's root certificates are not used.
+    #[arg(long, global = true, env = "COURIER_CA", value_name = "PEM")]
+    pub(crate) ca: Option<PathBuf>,
+}
+
+/// `courier device …`
+#[derive(Args)]
+pub(crate) struct DeviceArgs {
+    /// Hub selection and output format.
+    #[command(flatten)]
+    pub(crate) client: ClientArgs,
+    /// The registry operation.
+    #[command(subcommand)]
+    pub(crate) command: DeviceCommand,
+}
+
+/// Registry operations.
+#[derive(Subcommand)]
+pub(crate) enum DeviceCommand {
+    /// Register a device and print its connection string.
+    Create(CreateDevice),
+    /// Print one device as the registry holds it.
+    Show {
+        /// Device id.
+        id: String,
+    },
+    /// List devices as a table.
+    List {
+        /// At most this many devices (1–1000).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        top: Option<u32>,
+    },
+    /// Remove a device and its queued messages.
+    Delete {
+        /// Device id.
+        id: String,
+        /// Delete only if the device's etag still matches.
+        #[arg(long)]
+        etag: Option<String>,
+    },
+    /// Enable or disable a device, or set its status reason.
+    ///
+    /// Reads the device, changes it and writes it back with If-Match, so a
+    /// concurrent change makes this fail with 412001 instead of being lost.
+    #[command(group(ArgGroup::new("change").required(true).multiple(true)))]
+    Update {
+        /// Device id.
+        id: String,
+        /// Set the status to enabled.
+        #[arg(long, group = "change", conflicts_with = "disable")]
+        enable: bool,
+        /// Set the status to disabled: sends to and receives by it fail with 403012.
+        #[arg(long, group = "change")]
+        disable: bool,
+        /// Free text kept with the status.
+        #[arg(long, group = "change", value_name = "TEXT")]
+        status_reason: Option<String>,
+    },
+    /// Print a device's connection string (with its primary key).
+    ConnectionString {
+        /// Device id.
+        id: String,
+    },
+}
+
+/// `courier device create`
+#[derive(Args)]
+pub(crate) struct CreateDevice {
+    /// Device id.
+    pub(crate) id: String,
+    /// Base64 primary key; the hub generates one when omitted.
+    #[arg(long, value_name = "KEY", conflicts_with_all = ["x509", "ca_signed"])]
+    pub(crate) primary_key: Option<String>,
+    /// Base64 secondary key; the hub generates one when omitted.
+    #[arg(long, value_name = "KEY", conflicts_with_all = ["x509", "ca_signed"])]
+    pub(crate) secondary_key: Option<String>,
+    /// Create the device disabled.
+    #[arg(long)]
+    pub(crate) disabled: bool,
+    /// Authenticate with a self-signed X.509 certificate instead of keys.
+    #[arg(long, requires = "primary_thumbprint", conflicts_with = "ca_signed")]
+    pub(crate) x509: bool,
+    /// SHA-1 or SHA-256 thumbprint of the device's certificate (with --x509).
+    #[arg(long, value_name = "THUMBPRINT", requires = "x509")]
+    pub(crate) primary_thumbprint: Option<String>,
+    /// Thumbprint of a second certificate (with --x509).
+    #[arg(long, value_name = "THUMBPRINT", requires = "x509")]
+    pub(crate) secondary_thumbprint: Option<String>,
+    /// Authenticate with a certificate signed by a CA the hub trusts.
+    #[arg(long)]
+    pub(crate) ca_signed: bool,
+    /// Per-device cloud-to-device limits; hub-wide defaults apply when unset.
+    #[command(flatten)]
+    pub(crate) limits: LimitArgs,
+}
+
+/// Courier's per-device C2D limits (`c2dLimits` in the device JSON).
+#[derive(Debug, Clone, Args)]
+pub(crate) struct LimitArgs {
+    /// Most messages queued for the device at once.
+    #[arg(long, value_name = "N")]
+    pub(crate) max_queue_depth: Option<u32>,
+    /// Largest message (body plus properties) in bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) max_message_size: Option<u32>,
+    /// Time to live of messages sent without an expiry (90s, 5m, 1h, or seconds).
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration)]
+    pub(crate) default_ttl: Option<Duration>,
+    /// Longest time to live a sender may ask for.
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration)]
+    pub(crate) max_ttl: Option<Duration>,
+    /// Deliveries after which a message is dead-lettered (1–100).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub(crate) max_delivery_count: Option<u32>,
+    /// How long a received message stays locked before it is delivered again.
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration)]
+    pub(crate) lock_timeout: Option<Duration>,
+}
+
+/// `courier c2d …`
+#[derive(Args)]
+pub(crate) struct C2dArgs {
+    /// Hub selection and output format.
+    #[command(flatten)]
+    pub(crate) client: ClientArgs,
+    /// The messaging operation.
+    #[command(subcommand)]
+    pub(crate) command: C2dCommand,
+}
+
+/// Cloud-to-device messaging operations.
+#[derive(Subcommand)]
+pub(crate) enum C2dCommand {
+    /// Send a message to a device's queue; prints its sequence number and message id.
+    Send(SendArgs),
+    /// Receive messages as the device would, print them and settle them.
+    Receive(ReceiveArgs),
+    /// Remove every message queued for a device; prints how many were removed.
+    Purge {
+        /// Device id.
+        device: String,
+    },
+}
+
+/// `courier c2d send`
+#[derive(Args)]
+#[command(after_long_help = "\
+With --wait-feedback, the command reads the hub's feedback queue until a record
+for this message arrives, completes the batch that holds it, and leaves every
+other batch it read unsettled: those return to the queue for other readers when
+their lock expires. Exit codes: 0 Success, 3 no feedback before --timeout,
+4 a negative status (Rejected, Expired, DeliveryCountExceeded, Purged).")]
+pub(crate) struct SendArgs {
+    /// Device id.
+    pub(crate) device: String,
+    /// The body: the text itself, @FILE for a file's bytes, or - for standard input.
+    #[arg(value_name = "BODY", value_parser = parse_body)]
+    pub(crate) body: parse::BodySource,
+    /// Message id (iothub-messageid). Generated as a UUID with --wait-feedback.
+    #[arg(long, value_name = "ID")]
+    pub(crate) message_id: Option<String>,
+    /// Correlation id.
+    #[arg(long, value_name = "ID")]
+    pub(crate) correlation_id: Option<String>,
+    /// User id.
+    #[arg(long, value_name = "ID")]
+    pub(crate) user_id: Option<String>,
+    /// Content type, e.g. application/json.
+    #[arg(long, value_name = "TYPE")]
+    pub(crate) content_type: Option<String>,
+    /// Content encoding, e.g. utf-8.
+    #[arg(long, value_name = "ENCODING")]
+    pub(crate) content_encoding: Option<String>,
+    /// Application property NAME=VALUE; repeat for more.
+    #[arg(long = "prop", value_name = "NAME=VALUE", value_parser = parse::property)]
+    pub(crate) properties: Vec<(String, String)>,
+    /// Feedback to ask for.
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub(crate) ack: Option<Ack>,
+    /// Time to live (90s, 5m, 1h, or seconds); the hub's default applies when unset.
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration, conflicts_with = "expiry")]
+    pub(crate) ttl: Option<Duration>,
+    /// Absolute expiry time, RFC 3339 (e.g. 2030-01-01T00:00:00Z).
+    #[arg(long, value_name = "TIME")]
+    pub(crate) expiry: Option<String>,
+    /// Wait for this message's feedback record and print its status (needs --ack
+    /// positive, negative or full).
+    #[arg(long)]
+    pub(crate) wait_feedback: bool,
+    /// How long --wait-feedback waits.
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration, default_value = "30s", requires = "wait_feedback")]
+    pub(crate) timeout: Duration,
+}
+
+fn parse_body(text: &str) -> Result<parse::BodySource, std::convert::Infallible> {
+    Ok(parse::body_source(text))
+}
+
+/// How a received message is settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Settlement {
+    /// Done with it: the hub removes it (and sends positive feedback if asked).
+    Complete,
+    /// Dead-letter it (negative feedback `Rejected` if asked).
+    Reject,
+    /// Put it back in the queue for another delivery.
+    Abandon,
+}
+
+impl Settlement {
+    /// The verb, as in the API (`complete`, `reject`, `abandon`).
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Complete => "complete",
+            Self::Reject => "reject",
+            Self::Abandon => "abandon",
+        }
+    }
+
+    /// What is printed once it is done.
+    pub(crate) fn past_tense(self) -> &'static str {
+        match self {
+            Self::Complete => "completed",
+            Self::Reject => "rejected",
+            Self::Abandon => "abandoned",
+        }
+    }
+}
+
+/// `courier c2d receive`
+#[derive(Args)]
+#[command(group(ArgGroup::new("settle").multiple(false)))]
+pub(crate) struct ReceiveArgs {
+    /// Device id.
+    pub(crate) device: String,
+    /// Complete each message (the default).
+    #[arg(long, group = "settle")]
+    pub(crate) complete: bool,
+    /// Reject each message.
+    #[arg(long, group = "settle")]
+    pub(crate) reject: bool,
+    /// Abandon each message, so that it is delivered again.
+    #[arg(long, group = "settle")]
+    pub(crate) abandon: bool,
+    /// Stop after this many messages.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) count: Option<u64>,
+    /// Keep receiving until Ctrl-C (or --count messages).
+    #[arg(long)]
+    pub(crate) follow: bool,
+    /// How long to wait for a message before giving up (with --follow: before asking again).
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration, default_value = "30s")]
+    pub(crate) wait: Duration,
+    /// Act with this device's own key (HostName=…;DeviceId=…;SharedAccessKey=…)
+    /// instead of the hub policy's key.
+    #[arg(
+        long,
+        value_name = "CONNECTION_STRING",
+        env = "COURIER_DEVICE_CONNECTION_STRING",
+        hide_env_values = true
+    )]
+    pub(crate) device_connection_string: Option<String>,
+}
+
+impl ReceiveArgs {
+    /// The settlement the flags ask for.
+    pub(crate) fn settlement(&self) -> Settlement {
+        if self.reject {
+            Settlement::Reject
+        } else if self.abandon {
+            Settlement::Abandon
+        } else {
+            Settlement::Complete
+        }
+    }
+}
+
+/// `courier feedback`
+#[derive(Args)]
+pub(crate) struct FeedbackArgs {
+    /// Hub selection and output format.
+    #[command(flatten)]
+    pub(crate) client: ClientArgs,
+    /// Keep receiving until Ctrl-C (or --count batches).
+    #[arg(long)]
+    pub(crate) follow: bool,
+    /// Stop after this many batches.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) count: Option<u64>,
+    /// How long to wait for a batch before giving up (with --follow: before asking again).
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration, default_value = "30s")]
+    pub(crate) wait: Duration,
+    /// Abandon each batch instead of completing it, so that it is delivered again.
+    #[arg(long)]
+    pub(crate) abandon: bool,
+}
+
+/// `courier hub …`
+#[derive(Args)]
+pub(crate) struct HubArgs {
+    /// Hub selection and output format.
+    #[command(flatten)]
+    pub(crate) client: ClientArgs,
+    /// The hub operation.
+    #[command(subcommand)]
+    pub(crate) command: HubCommand,
+}
+
+/// Hub-level operations.
+#[derive(Subcommand)]
+pub(crate) enum HubCommand {
+    /// Print the hub's host name, version, counts and limits.
+    Info,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_flag_definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,70 @@
+//! One module per command group; each turns validated settings into API calls
+//! and printed results.
+
+mod c2d;
+mod device;
+mod feedback;
+mod hub;
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+use crate::cli::{ClientArgs, Command};
+use crate::client::Client;
+use crate::output::Printer;
+use crate::target::{Scope, Target};
+
+/// How a command that did not fail ended; each has its own exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Done as asked.
+    Success,
+    /// `--wait-feedback` saw no record for the message in time.
+    FeedbackTimedOut,
+    /// `--wait-feedback` saw a status other than Success.
+    NegativeFeedback,
+}
+
+impl Outcome {
+    /// The process exit code: 0, 3 or 4.
+    pub(crate) fn exit_code(self) -> ExitCode {
+        match self {
+            Self::Success => ExitCode::SUCCESS,
+            Self::FeedbackTimedOut => ExitCode::from(3),
+            Self::NegativeFeedback => ExitCode::from(4),
+        }
+    }
+}
+
+/// Runs a client command (anything but `serve`).
+pub(crate) async fn run(command: Command) -> anyhow::Result<Outcome> {
+    match command {
+        Command::Serve(_) => anyhow::bail!("`serve` is not a client command"),
+        Command::Device(args) => device::run(&args.client, args.command).await,
+        Command::C2d(args) => c2d::run(&args.client, args.command).await,
+        Command::Feedback(args) => feedback::run(&args).await,
+        Command::Hub(args) => hub::run(&args.client, &args.command).await,
+    }
+}
+
+/// A client acting as the hub's policy, for the service and registry APIs.
+fn service_client(args: &ClientArgs) -> anyhow::Result<(Client, Target)> {
+    let target = Target::from_args(args, None)?;
+    let authorization = target.authorization(Scope::Hub)?;
+    let client = Client::new(&target, &authorization)
+        .with_context(|| format!("cannot connect to {}", target.endpoint))?;
+    Ok((client, target))
+}
+
+/// Waits for Ctrl-C when `enabled`, else forever; lets `--follow` loops end cleanly.
+async fn interrupted(enabled: bool) {
+    if enabled && tokio::signal::ctrl_c().await.is_ok() {
+        return;
+    }
+    std::future::pending::<()>().await;
+}
+
+fn printer(args: &ClientArgs) -> Printer {
+    Printer::new(args.json)
+}

@@ -1,0 +1,164 @@
+//! A real hub for the CLI's tests: the `courier` binary itself, started with
+//! `courier serve` on an ephemeral port in a fresh data directory.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a hub may take to start (a cold CI machine generates keys and certificates).
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often to look for run.json while the hub starts.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+const BIN: &str = env!("CARGO_BIN_EXE_courier");
+
+/// A running `courier serve`, killed on drop.
+pub(crate) struct Hub {
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Hub {
+    /// Starts a hub for `localhost` on 127.0.0.1 and waits until its run.json names it.
+    pub(crate) fn start() -> Hub {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        let log = File::create(dir.path().join("serve.log")).expect("log file");
+        let mut serve = Command::new(BIN);
+        serve
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&data)
+            .args([
+                "--https-port",
+                "0",
+                "--bind",
+                "127.0.0.1",
+                "--hostname",
+                "localhost",
+            ])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log);
+        clear_courier_env(&mut serve);
+        let child = serve.spawn().expect("spawn courier serve");
+        let mut hub = Hub { dir, child };
+        hub.wait_until_running();
+        hub
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
+    }
+
+    fn wait_until_running(&mut self) {
+        let run_file = self.data_dir().join("run.json");
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll courier serve") {
+                panic!(
+                    "courier serve exited with {status} before it was running:\n{}",
+                    self.log()
+                );
+            }
+            if names_pid(&run_file, self.child.id()) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "courier serve did not write {} within {START_TIMEOUT:?}:\n{}",
+                run_file.display(),
+                self.log()
+            );
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(BIN);
+        // The hub-selection flags belong to each command group, so they go
+        // right after the group's name (`courier c2d --data-dir … send …`).
+        let (group, rest) = args.split_first().expect("a command");
+        command
+            .arg(group)
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(rest);
+        clear_courier_env(&mut command);
+        command
+    }
+
+    /// Runs `courier <args>` against this hub and waits for it.
+    pub(crate) fn cli(&self, args: &[&str]) -> Output {
+        self.command(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run courier")
+    }
+
+    /// Starts `courier <args>` against this hub with captured output, for commands that wait.
+    pub(crate) fn spawn_cli(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn courier")
+    }
+
+    /// Runs `courier <args>`, asserts it succeeded, and returns its stdout.
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
+        let output = self.cli(args);
+        assert_success(args, &output);
+        String::from_utf8(output.stdout).expect("UTF-8 stdout")
+    }
+
+    /// Runs `courier <args> --json`, asserts it succeeded, and parses each stdout line.
+    pub(crate) fn json(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        let mut with_json = args.to_vec();
+        with_json.push("--json");
+        self.ok(&with_json)
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+            .collect()
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Panics with the command's stderr unless it exited 0.
+pub(crate) fn assert_success(args: &[&str], output: &Output) {
+    assert!(
+        output.status.success(),
+        "courier {args:?} failed with {}:\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn names_pid(run_file: &Path, pid: u32) -> bool {
+    std::fs::read(run_file)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .is_some_and(|run| run["pid"] == pid && run["httpsEndpoint"].is_string())
+}
+
+/// Keeps the developer's own COURIER_* settings out of the tests.
+fn clear_courier_env(command: &mut Command) {
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("COURIER_") {
+            command.env_remove(name);
+        }
+    }
+}
