@@ -1,7 +1,6 @@
 //! A real hub for the CLI's tests: the `courier` binary itself, started with
 //! `courier serve` on an ephemeral port in a fresh data directory.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -22,9 +21,41 @@ pub(crate) struct Hub {
 impl Hub {
     /// Starts a hub for `localhost` on 127.0.0.1 and waits until its run.json names it.
     pub(crate) fn start() -> Hub {
+        Hub::start_with(&[])
+    }
+
+    /// Like [`Hub::start`], with extra `courier serve` flags.
+    pub(crate) fn start_with(extra: &[&str]) -> Hub {
         let dir = tempfile::tempdir().expect("temp dir");
-        let data = dir.path().join("data");
-        let log = File::create(dir.path().join("serve.log")).expect("log file");
+        let child = spawn_serve(dir.path(), extra);
+        let mut hub = Hub { dir, child };
+        hub.wait_until_running();
+        hub
+    }
+
+    /// Kills the hub with SIGKILL (no shutdown of any kind), then starts it
+    /// again on the same data directory with `extra` flags.
+    pub(crate) fn kill_and_restart(&mut self, extra: &[&str]) {
+        self.child.kill().expect("SIGKILL courier serve");
+        self.child.wait().expect("reap courier serve");
+        self.child = spawn_serve(self.dir.path(), extra);
+        self.wait_until_running();
+    }
+
+    /// The hub's data directory.
+    pub(crate) fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+}
+
+fn spawn_serve(dir: &Path, extra: &[&str]) -> Child {
+    {
+        let data = dir.join("data");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("serve.log"))
+            .expect("log file");
         let mut serve = Command::new(BIN);
         serve
             .arg("serve")
@@ -38,20 +69,16 @@ impl Hub {
                 "--hostname",
                 "localhost",
             ])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log);
         clear_courier_env(&mut serve);
-        let child = serve.spawn().expect("spawn courier serve");
-        let mut hub = Hub { dir, child };
-        hub.wait_until_running();
-        hub
+        serve.spawn().expect("spawn courier serve")
     }
+}
 
-    fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
+impl Hub {
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
     }

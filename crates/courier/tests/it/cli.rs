@@ -1,12 +1,10 @@
 //! End-to-end tests of the `courier` command against a real hub started by
 //! the same binary (`courier serve` on an ephemeral port).
 
-mod support;
-
 use std::io::Read as _;
 use std::time::{Duration, Instant};
 
-use support::{assert_success, Hub};
+use crate::support::{assert_success, Hub};
 
 #[test]
 fn a_device_can_be_created_shown_listed_and_deleted() {

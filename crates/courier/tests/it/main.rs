@@ -1,0 +1,8 @@
+//! The `courier` binary's integration tests: one test binary, real hubs
+//! started by the binary itself on ephemeral ports.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod cli;
+mod crash;
+mod support;
