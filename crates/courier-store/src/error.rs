@@ -41,6 +41,12 @@ pub enum StoreError {
         #[source]
         source: Arc<io::Error>,
     },
+    /// Another process holds the store's directory lock.
+    #[error("the store in {path} is in use by another process (a second `courier serve` on the same data directory?)")]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
     /// The store was closed, or its writer thread is gone.
     #[error("store is closed")]
     Closed,

@@ -82,12 +82,40 @@ pub struct WalStats {
 /// Dropping it (or [`WalStore::close`]) blocks until the writer thread has answered every
 /// queued request and exited, so do it off the async hot path.
 pub struct WalStore {
+    /// Held for the store's lifetime: an exclusive lock on `LOCK`, so that a
+    /// second process cannot append to (or truncate) the same files.
+    _lock: std::fs::File,
     /// `None` once closing started; dropping it tells the writer to drain and exit.
     requests: Option<mpsc::Sender<Request>>,
     writer: Option<JoinHandle<()>>,
     shared: Arc<Shared>,
     /// What recovery validated at `open`, consumed by the one `replay`.
     replay_plan: Mutex<Option<ReplayPlan>>,
+}
+
+/// Takes the exclusive lock on `dir/LOCK`, creating the directory if needed.
+fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
+    let io = |op: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StoreError::Io { op, path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io("create directory", dir))?;
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io("open lock file", &path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked { path }),
+        Err(std::fs::TryLockError::Error(source)) => Err(StoreError::Io {
+            op: "lock",
+            path,
+            source,
+        }),
+    }
 }
 
 impl WalStore {
@@ -104,6 +132,7 @@ impl WalStore {
                 "segment_bytes must be above zero",
             ));
         }
+        let lock = lock_dir(dir)?;
         let recovered = recovery::recover(dir, options.sync)?;
         let shared = Arc::new(Shared::new(recovered.log_bytes));
         let writer = Writer::new(
@@ -125,6 +154,7 @@ impl WalStore {
                 source,
             })?;
         Ok(Self {
+            _lock: lock,
             requests: Some(requests),
             writer: Some(handle),
             shared,

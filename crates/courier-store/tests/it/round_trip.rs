@@ -1,7 +1,7 @@
 //! Appends come back from replay exactly, in call order, with positions that keep
 //! increasing across restarts.
 
-use courier_store::{ReplayError, Store, StoreError, SyncMode};
+use courier_store::{ReplayError, Store, StoreError, SyncMode, WalOptions, WalStore};
 
 use crate::support::{append, numbered, open, options, rec, reopen_and_replay, replay, wait};
 
@@ -133,4 +133,17 @@ fn invalid_options_are_rejected() {
         courier_store::WalStore::open(dir.path(), bad),
         Err(StoreError::InvalidOptions(_))
     ));
+}
+
+#[test]
+fn a_second_open_of_the_same_directory_is_refused_until_the_first_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = WalStore::open(dir.path(), WalOptions::default()).unwrap();
+    match WalStore::open(dir.path(), WalOptions::default()) {
+        Err(StoreError::Locked { path }) => assert_eq!(path, dir.path().join("LOCK")),
+        other => panic!("expected Locked, got {:?}", other.map(|_| ())),
+    }
+    first.close().unwrap();
+    let again = WalStore::open(dir.path(), WalOptions::default()).unwrap();
+    again.close().unwrap();
 }
