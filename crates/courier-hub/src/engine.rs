@@ -15,7 +15,7 @@ use courier_core::{
     Clock, DeviceId, DeviceSpec, FreshIdentity, HubEvent, HubState, IfMatch, LockToken, QueueEvent,
     Timestamp,
 };
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tracing::{error, info, warn};
 
 use crate::codec;
@@ -29,6 +29,10 @@ const MAX_BATCH: usize = 512;
 /// The longest the engine sleeps without looking at the clock, so that a
 /// wall-clock jump is noticed within this time.
 const MAX_IDLE: Duration = Duration::from_secs(1);
+/// Batches handed to the store but not yet durable, at most. When the disk
+/// falls behind, the engine waits here, its command channel fills, and
+/// callers wait in turn: backpressure instead of growth.
+const MAX_IN_FLIGHT_BATCHES: usize = 64;
 
 /// How a device settles a locked message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -171,6 +175,12 @@ pub(crate) struct Engine {
     pub(crate) last_activity: HashMap<DeviceId, Timestamp>,
     pub(crate) checkpoint_after_bytes: u64,
     pub(crate) checkpoint_running: Arc<AtomicBool>,
+    pub(crate) in_flight: Arc<Semaphore>,
+}
+
+/// Permits for [`Engine::in_flight`].
+pub(crate) fn in_flight_permits() -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(MAX_IN_FLIGHT_BATCHES))
 }
 
 impl Engine {
@@ -199,7 +209,7 @@ impl Engine {
                 self.handle(now, command, &mut events, &mut deferred);
             }
             self.state.tick(now, &mut events);
-            let last = self.commit(events, deferred);
+            let last = self.commit(events, deferred).await;
             if let Some(reply) = shutdown.take() {
                 // Wait for the last batch so that nothing acknowledged is lost.
                 if let Some(last) = last {
@@ -358,7 +368,7 @@ impl Engine {
 
     /// Hands the turn's events to the store and answers callers once they are
     /// durable. Returns the commit's completion for shutdown to wait on.
-    fn commit(
+    async fn commit(
         &mut self,
         events: Vec<HubEvent>,
         deferred: Vec<Deferred>,
@@ -392,6 +402,8 @@ impl Engine {
         }
         let records: Result<Vec<_>, _> = events.iter().map(codec::encode).collect();
         let shared = self.shared.clone();
+        // The semaphore is never closed, so acquiring only waits.
+        let permit = self.in_flight.clone().acquire_owned().await.ok();
         let commit = match records {
             Ok(records) => Some(self.store.append(records)),
             Err(e) => {
@@ -409,6 +421,7 @@ impl Engine {
                 }),
                 None => Err(Error::Storage("event encoding failed".into())),
             };
+            drop(permit);
             let ok = result.is_ok();
             for d in deferred {
                 d(result.clone());

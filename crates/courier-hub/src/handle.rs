@@ -120,6 +120,7 @@ impl Hub {
             last_activity: HashMap::new(),
             checkpoint_after_bytes: options.checkpoint_after_bytes,
             checkpoint_running: Arc::new(AtomicBool::new(false)),
+            in_flight: crate::engine::in_flight_permits(),
         };
         let task = tokio::spawn(engine.run());
         let hub = Hub {
