@@ -179,7 +179,7 @@ fn a_hub_killed_mid_stream_keeps_every_acknowledged_send_and_completion() {
                 let Some((id, lock)) = got else { continue };
                 n += 1;
                 // Leave one in five locked across the crash.
-                if n % 5 == 0 {
+                if n.is_multiple_of(5) {
                     ledger.lock().unwrap().left_locked.insert(id);
                     continue;
                 }
