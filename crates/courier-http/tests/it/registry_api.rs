@@ -288,3 +288,31 @@ async fn list_and_statistics() {
     }
     t.stop().await;
 }
+
+#[tokio::test]
+async fn deleting_a_device_deletes_its_queue_and_recreating_it_gives_a_new_generation() {
+    let t = TestHub::start().await;
+    let body = json!({"deviceId": "phoenix", "authentication": {"type": "sas"}});
+    let first = t.create_device_json("phoenix", body.clone()).await;
+    t.send("phoenix", "queued before delete", &[]).await;
+    let r = t
+        .owner(Method::DELETE, "/devices/phoenix", Body::empty())
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+
+    let second = t.create_device_json("phoenix", body).await;
+    assert_ne!(first["generationId"], second["generationId"]);
+    assert_eq!(second["cloudToDeviceMessageCount"], 0);
+    assert_eq!(
+        second["etag"], "MQ==",
+        "a new device starts its etags again"
+    );
+    let got = t
+        .owner(
+            Method::GET,
+            "/devices/phoenix/messages/deviceBound",
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(got.status, StatusCode::NO_CONTENT, "the old queue is gone");
+}
