@@ -60,6 +60,8 @@ export COURIER_BIN
 
 data_dir=$(mktemp -d "${TMPDIR:-/tmp}/courier-compat-node.XXXXXX")
 export COURIER_DATA_DIR=$data_dir
+# The service SDK's REST client has no CA option; Node reads this at start.
+export NODE_EXTRA_CA_CERTS=$data_dir/tls/ca.pem
 hub_log=$data_dir/courier.log
 hub_pid=
 status=1

@@ -27,6 +27,8 @@ pub(crate) fn routes() -> Router<Arc<App>> {
             get(get_device).put(put_device).delete(delete_device),
         )
         .route("/devices", get(list_devices))
+        // The Node service SDK's `Registry.list()` asks for `/devices/`.
+        .route("/devices/", get(list_devices))
         .route("/statistics/devices", get(registry_statistics))
         .route("/statistics/service", get(service_statistics))
 }

@@ -257,6 +257,17 @@ async fn list_and_statistics() {
     assert_eq!(ids, ["a", "b", "c", "d"]);
     assert_eq!(all.json()[0]["cloudToDeviceMessageCount"], 1);
 
+    // The Node service SDK's Registry.list() asks with a trailing slash.
+    let node = t
+        .owner(
+            Method::GET,
+            "/devices/?api-version=2021-04-12",
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(node.status, StatusCode::OK, "{}", node.text());
+    assert_eq!(node.json(), all.json());
+
     let two = t.owner(Method::GET, "/devices?top=2", Body::empty()).await;
     assert_eq!(two.json().as_array().unwrap().len(), 2);
     let clamped = t.owner(Method::GET, "/devices?top=0", Body::empty()).await;
