@@ -1,10 +1,11 @@
 //! Durable throughput of the engine: core decisions + event encoding + WAL
 //! group commit, without any protocol head.
 //!
-//! `cargo bench -p courier-hub --bench engine` — 1,000 devices × 100
-//! messages: every send acknowledged only after fdatasync, then every message
-//! received and completed (also durable). Prints operations per second and
-//! the process's CPU time per message (all threads), read from /proc.
+//! `cargo bench -p courier-hub --bench engine` — 1,000 devices × 1,000
+//! messages: every send acknowledged only after fdatasync; then the hub is
+//! stopped and reopened with 1M messages queued (recovery time); then every
+//! message is received and completed (also durable). Prints operations per
+//! second and the process's CPU time per message (all threads, from /proc).
 
 #![allow(
     clippy::unwrap_used,
@@ -23,7 +24,7 @@ use courier_hub::{Hub, HubOptions, SystemClock};
 use courier_store::{WalOptions, WalStore};
 
 const DEVICES: usize = 1_000;
-const PER_DEVICE: usize = 100;
+const PER_DEVICE: usize = 1_000;
 const CONCURRENCY: usize = 256;
 
 /// User + system CPU time of this process so far.
@@ -49,16 +50,20 @@ fn main() {
     runtime.block_on(run());
 }
 
-async fn run() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = WalStore::open(dir.path(), WalOptions::default()).unwrap();
-    let (hub, task, _) = Hub::open(
+fn open(dir: &std::path::Path) -> (Hub, courier_hub::HubTask, courier_hub::OpenStats) {
+    let store = WalStore::open(dir, WalOptions::default()).unwrap();
+    Hub::open(
         Arc::new(store),
         HubSettings::default(),
         Arc::new(SystemClock),
         HubOptions::default(),
     )
-    .unwrap();
+    .unwrap()
+}
+
+async fn run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hub, task, _) = open(dir.path());
     let ids: Vec<DeviceId> = (0..DEVICES)
         .map(|i| DeviceId::new(format!("bench-{i}")).unwrap())
         .collect();
@@ -103,6 +108,14 @@ async fn run() {
     let send_time = t0.elapsed();
     let send_cpu = cpu_time() - cpu0;
 
+    // Restart with everything queued: how long until the hub serves again.
+    hub.shutdown().await;
+    task.await.unwrap();
+    let restart = Instant::now();
+    let (hub, task, opened) = open(dir.path());
+    let recovery = restart.elapsed();
+    assert_eq!(opened.queued_messages, total);
+
     let cpu1 = cpu_time();
     let t1 = Instant::now();
     let mut tasks = Vec::new();
@@ -130,6 +143,12 @@ async fn run() {
         "  send (durable):             {:>9.0} msg/s  {:>6.1} us CPU/msg",
         total as f64 / send_time.as_secs_f64(),
         send_cpu.as_secs_f64() * 1e6 / total as f64
+    );
+    println!(
+        "  restart with {} queued:  {:>9.2} s to serve again ({} events replayed)",
+        total,
+        recovery.as_secs_f64(),
+        opened.events
     );
     println!(
         "  receive+complete (durable): {:>9.0} msg/s  {:>6.1} us CPU/msg",
