@@ -527,11 +527,14 @@ fn message_headers(message: &OutgoingMessage) -> Result<HeaderMap, ClientError> 
     Ok(headers)
 }
 
+/// A header's value as text. The hub sends property values as raw UTF-8,
+/// which `HeaderValue::to_str` (visible ASCII only) would refuse.
 fn header_string(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+    headers.get(name).and_then(header_text)
+}
+
+fn header_text(value: &reqwest::header::HeaderValue) -> Option<String> {
+    String::from_utf8(value.as_bytes().to_vec()).ok()
 }
 
 fn header_number<T: std::str::FromStr>(headers: &HeaderMap, name: &str) -> Option<T> {
@@ -555,7 +558,7 @@ fn received_message(headers: &HeaderMap, body: Vec<u8>) -> Result<ReceivedMessag
         .iter()
         .filter_map(|(name, value)| {
             let property = name.as_str().strip_prefix("iothub-app-")?;
-            Some((property.to_owned(), value.to_str().ok()?.to_owned()))
+            Some((property.to_owned(), header_text(value)?))
         })
         .collect();
     properties.sort();
@@ -636,6 +639,18 @@ mod tests {
             expiry: Expiry::TtlSeconds(90),
             properties: vec![("color".into(), "red".into()), ("a".into(), "x=y".into())],
         }
+    }
+
+    #[test]
+    fn received_headers_keep_non_ascii_values() {
+        let mut headers = HeaderMap::new();
+        let text = |s: &str| reqwest::header::HeaderValue::from_bytes(s.as_bytes()).unwrap();
+        headers.insert("etag", text("\"35567cd3-abf5-4b5e-aa09-9b29dad7363f\""));
+        headers.insert("iothub-messageid", text("café ✓"));
+        headers.insert("iothub-app-note", text("été"));
+        let m = received_message(&headers, b"x".to_vec()).unwrap();
+        assert_eq!(m.message_id.as_deref(), Some("café ✓"));
+        assert_eq!(m.properties, vec![("note".to_owned(), "été".to_owned())]);
     }
 
     #[test]
