@@ -3,7 +3,8 @@
 #
 # Installs what a fresh Debian machine is missing (only what is missing), then runs,
 # stopping at the first failure:
-#   fmt, clippy, core boundary guard, nextest, doc tests, Node SDK compatibility.
+#   fmt, clippy, core boundary guard, nextest, doc tests, Node SDK compatibility,
+#   Python SDK compatibility.
 # Every cargo step uses the default dev profile, so the workspace compiles once.
 set -euo pipefail
 
@@ -29,6 +30,15 @@ as_root() {
     fi
 }
 
+# True when `python3 -m venv` can make a venv with pip (what scripts/compat-python.sh needs).
+python3_venv_works() {
+    local probe rc=0
+    probe=$(mktemp -d "${TMPDIR:-/tmp}/courier-venv-probe.XXXXXX") || return 1
+    python3 -m venv "$probe/venv" >/dev/null 2>&1 || rc=$?
+    rm -rf "$probe"
+    return "$rc"
+}
+
 # The functions run as steps return non-zero explicitly on failure: run_step
 # calls them as `fn || rc=$?`, where `set -e` does not apply.
 install_prerequisites() {
@@ -37,12 +47,17 @@ install_prerequisites() {
     command -v pkg-config >/dev/null || missing+=(pkg-config)
     command -v node >/dev/null || missing+=(nodejs)
     command -v npm >/dev/null || missing+=(npm)
+    command -v python3 >/dev/null || missing+=(python3)
+    # Debian's python3 cannot make a venv with pip until python3-venv is installed.
+    if ! command -v python3 >/dev/null || ! python3_venv_works; then
+        missing+=(python3-venv)
+    fi
     if ((${#missing[@]} > 0)); then
         echo "apt: installing ${missing[*]}"
         as_root apt-get update || return 1
         as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" || return 1
     else
-        echo "apt: build-essential, pkg-config, nodejs, npm present"
+        echo "apt: build-essential, pkg-config, nodejs, npm, python3 (with venv) present"
     fi
 
     if ! command -v cargo >/dev/null; then
@@ -68,7 +83,7 @@ install_prerequisites() {
         cargo install --locked cargo-nextest || return 1
     fi
 
-    echo "tools: $(cargo --version); $(node --version 2>/dev/null) node; npm $(npm --version 2>/dev/null)"
+    echo "tools: $(cargo --version); $(node --version 2>/dev/null) node; npm $(npm --version 2>/dev/null); $(python3 --version 2>&1)"
 }
 
 # courier-core decides message fates and must stay free of I/O: no async
@@ -91,7 +106,7 @@ core_boundary_guard() {
 
 total_start=$SECONDS
 step_no=0
-steps_total=7
+steps_total=8
 
 # Runs one named step with a banner and its elapsed time; exits on failure.
 run_step() {
@@ -117,5 +132,6 @@ run_step boundary core_boundary_guard
 run_step nextest cargo nextest run --workspace --no-fail-fast
 run_step doctest cargo test --workspace --doc
 run_step compat-node scripts/compat-node.sh
+run_step compat-python scripts/compat-python.sh
 
 printf '\nAll %d steps passed in %ds.\n' "$steps_total" "$((SECONDS - total_start))"

@@ -5,135 +5,33 @@
 // It does not start the hub: scripts/compat-node.sh does, on port 443, because the
 // SDK's HTTP transport always connects to port 443 of the connection string's
 // HostName. The service side (device create, send, feedback) goes through the
-// `courier` CLI so this file exercises only the device SDK.
+// `courier` CLI (courier-cli.mjs) so this file exercises only the device SDK.
 //
 // Environment: COURIER_BIN (path to the courier binary), COURIER_DATA_DIR (the
 // running hub's data dir, holding run.json and the CA).
 
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
 
 import device from 'azure-iot-device';
 import deviceHttp from 'azure-iot-device-http';
 
+import {
+  EVENT_TIMEOUT_MS, TEST_TIMEOUT_MS, loadHub, createDevice, sendC2d, expectFeedback,
+} from './courier-cli.mjs';
+
 const { Client, Message } = device;
 const { Http } = deviceHttp;
-
-/** Generous bound for one awaited event (a message, an error, a CLI call). */
-const EVENT_TIMEOUT_MS = 30_000;
-/** Feedback may be batched by the hub (IoT Hub batches for up to 15 s), so allow more. */
-const FEEDBACK_TIMEOUT_MS = 60_000;
-/** Per-test bound; each test awaits a handful of events. */
-const TEST_TIMEOUT_MS = 180_000;
-
-const COURIER_BIN = process.env.COURIER_BIN;
-const COURIER_DATA_DIR = process.env.COURIER_DATA_DIR;
 
 let caPem;
 
 before(() => {
-  assert.ok(COURIER_BIN, 'COURIER_BIN must name the courier binary (scripts/compat-node.sh sets it)');
-  assert.ok(COURIER_DATA_DIR, 'COURIER_DATA_DIR must name the running hub\'s data dir (scripts/compat-node.sh sets it)');
-  const run = JSON.parse(readFileSync(path.join(COURIER_DATA_DIR, 'run.json'), 'utf8'));
+  const hub = loadHub();
   // The SDK has no port setting for HTTP: anything but 443 cannot work.
-  assert.equal(run.httpsPort, 443, `the hub must serve HTTPS on 443 for the Node SDK; run.json says ${run.httpsPort}`);
-  caPem = readFileSync(run.caPath ?? path.join(COURIER_DATA_DIR, 'tls', 'ca.pem'), 'utf8');
+  assert.equal(hub.run.httpsPort, 443, `the hub must serve HTTPS on 443 for the Node SDK; run.json says ${hub.run.httpsPort}`);
+  caPem = hub.caPem;
 });
-
-// ---------------------------------------------------------------------------
-// Service side, through the courier CLI.
-
-/**
- * Runs the courier CLI against the hub. The hub-selection flags go after the
- * command words, where they are accepted whether the CLI defines them on the
- * top-level command or on each subcommand.
- */
-function courier(...args) {
-  const argv = [...args, '--data-dir', COURIER_DATA_DIR];
-  try {
-    return execFileSync(COURIER_BIN, argv, {
-      encoding: 'utf8',
-      timeout: EVENT_TIMEOUT_MS,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-  } catch (err) {
-    const stderr = err.stderr ? String(err.stderr).trim() : '';
-    throw new Error(`courier ${argv.join(' ')} failed (${err.status ?? err.signal ?? err.code}): ${stderr || err.message}`);
-  }
-}
-
-/** Creates a fresh device and returns its id and connection string. */
-function createDevice(scenario) {
-  const deviceId = `compat-node-${scenario}-${randomUUID().slice(0, 8)}`;
-  const created = jsonDocuments(courier('device', 'create', deviceId, '--json'));
-  assert.ok(JSON.stringify(created).includes(deviceId), `device create did not report ${deviceId}: ${JSON.stringify(created)}`);
-  const out = courier('device', 'connection-string', deviceId);
-  const connectionString = out.match(/HostName=[^;\s]+;DeviceId=[^;\s]+;SharedAccessKey=[^;\s]+/)?.[0];
-  assert.ok(connectionString, `device connection-string printed no device connection string: ${out}`);
-  return { deviceId, connectionString };
-}
-
-/** Sends one C2D message with ack=full; `props` are application properties. */
-function sendC2d(deviceId, { body, messageId, props = {} }) {
-  const args = ['c2d', 'send', deviceId, body, '--json', '--message-id', messageId, '--ack', 'full'];
-  for (const [k, v] of Object.entries(props)) args.push('--prop', `${k}=${v}`);
-  assert.ok(jsonDocuments(courier(...args)).length > 0, 'c2d send printed no JSON');
-}
-
-/** The JSON documents the CLI printed with --json: one, or one per line. */
-function jsonDocuments(stdout) {
-  const text = stdout.trim();
-  if (!text) return [];
-  try {
-    return [JSON.parse(text)];
-  } catch {
-    return text.split('\n').filter((line) => line.trim()).map((line) => JSON.parse(line));
-  }
-}
-
-/** Collects every feedback record in whatever JSON shape the CLI prints (array, batches, lines). */
-function feedbackRecords(stdout) {
-  const values = jsonDocuments(stdout);
-  const records = [];
-  const walk = (v) => {
-    if (Array.isArray(v)) v.forEach(walk);
-    else if (v && typeof v === 'object') {
-      if ('originalMessageId' in v && 'statusCode' in v) records.push(v);
-      else Object.values(v).forEach(walk);
-    }
-  };
-  values.forEach(walk);
-  return records;
-}
-
-/**
- * Reads feedback until every message id in `expected` (id → statusCode) has a
- * record for `deviceId`, then checks each has exactly one record with that status.
- */
-function expectFeedback(deviceId, expected) {
-  const deadline = Date.now() + FEEDBACK_TIMEOUT_MS;
-  const seen = new Map();
-  const missing = () => Object.keys(expected).filter((id) => !seen.has(id));
-  while (missing().length > 0) {
-    assert.ok(Date.now() < deadline,
-      `no feedback for ${missing().join(', ')} within ${FEEDBACK_TIMEOUT_MS} ms; got ${JSON.stringify([...seen])}`);
-    // One batch per call (the hub may put several records in one batch); the CLI
-    // completes what it prints, and prints nothing if no batch came in time.
-    const out = courier('feedback', '--json', '--count', '1', '--wait', '10s');
-    for (const r of feedbackRecords(out)) {
-      if (r.deviceId !== deviceId) continue;
-      if (!seen.has(r.originalMessageId)) seen.set(r.originalMessageId, []);
-      seen.get(r.originalMessageId).push(r.statusCode);
-    }
-  }
-  const got = Object.fromEntries(seen);
-  const want = Object.fromEntries(Object.entries(expected).map(([id, code]) => [id, [code]]));
-  assert.deepEqual(got, want, 'feedback records for this device');
-}
 
 // ---------------------------------------------------------------------------
 // Device side, through the official SDK.

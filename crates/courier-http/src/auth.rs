@@ -8,8 +8,8 @@ use std::sync::Arc;
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
-use courier_auth::{DeviceCredentials, KeyStore, Policy, Principal, Right};
-use courier_core::{AuthenticationType, DeviceStatus};
+use courier_auth::{AuthError, Principal, Right, SasToken};
+use courier_hub::device_auth::{DeviceAuthError, DeviceAuthenticator};
 
 use crate::error::ApiError;
 use crate::{App, PeerCertificate};
@@ -41,62 +41,33 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
-/// The registry and the policy list, as the authenticator looks keys up.
-struct HubKeys<'a> {
-    app: &'a App,
+/// The shared device authentication over this app's hub and policies.
+fn gate(app: &App) -> DeviceAuthenticator<'_> {
+    DeviceAuthenticator::new(&app.hub, &app.authenticator, &app.policies)
 }
 
-impl KeyStore for HubKeys<'_> {
-    fn policy(&self, name: &str) -> Option<Policy> {
-        self.app
-            .policies
-            .iter()
-            .find(|p| p.key_name == name)
-            .cloned()
-    }
+fn unauthorized(e: DeviceAuthError) -> ApiError {
+    ApiError::unauthorized(e.to_string())
+}
 
-    fn device(&self, device_id: &str) -> Option<DeviceCredentials> {
-        let credentials = self.app.hub.device_credentials(device_id)?;
-        // Only SAS devices have keys; the others authenticate by certificate.
-        let keys = match credentials.authentication.kind {
-            AuthenticationType::Sas => credentials.authentication.symmetric_key,
-            _ => None,
-        };
-        Some(DeviceCredentials {
-            primary_key: keys.as_ref().map(|k| k.primary_key.clone()),
-            secondary_key: keys.map(|k| k.secondary_key),
-        })
-    }
+/// The caller's SAS token, parsed.
+fn parse_token(token: &Result<String, ()>) -> Result<SasToken, ApiError> {
+    let token = token
+        .as_ref()
+        .map_err(|()| ApiError::unauthorized("the Authorization header is not UTF-8"))?;
+    SasToken::parse(token.trim()).map_err(|e| unauthorized(AuthError::from(e).into()))
+}
+
+fn now_unix() -> u64 {
+    u64::try_from(crate::timefmt::now().as_millis() / 1000).unwrap_or(0)
 }
 
 /// The principal proven by the caller's SAS token.
 fn sas_principal(app: &App, token: &Result<String, ()>) -> Result<Principal, ApiError> {
-    let token = token
-        .as_ref()
-        .map_err(|()| ApiError::unauthorized("the Authorization header is not UTF-8"))?;
-    let now = u64::try_from(crate::timefmt::now().as_millis() / 1000).unwrap_or(0);
-    let principal = app
-        .authenticator
-        .authenticate(token.trim(), now, &HubKeys { app })
-        .map_err(|e| ApiError::unauthorized(e.to_string()))?;
-    if let Principal::Device { device_id } = &principal {
-        refuse_disabled(app, device_id)?;
-    }
-    Ok(principal)
-}
-
-/// A disabled device's own credentials no longer let it in.
-fn refuse_disabled(app: &App, device_id: &str) -> Result<(), ApiError> {
-    let disabled = app
-        .hub
-        .device_credentials(device_id)
-        .is_some_and(|c| c.status == DeviceStatus::Disabled);
-    if disabled {
-        return Err(ApiError::unauthorized(format!(
-            "device '{device_id}' is disabled; set its status to enabled in the registry to let it connect"
-        )));
-    }
-    Ok(())
+    let token = parse_token(token)?;
+    gate(app)
+        .principal(&token, now_unix())
+        .map_err(unauthorized)
 }
 
 /// Checks that the caller may act as device `device_id` (the device API).
@@ -104,21 +75,10 @@ pub(crate) fn device(app: &App, caller: &Caller, device_id: &str) -> Result<Prin
     let Some(token) = &caller.authorization else {
         return certificate_principal(app, caller, device_id);
     };
-    let principal = sas_principal(app, token)?;
-    if principal.may_act_as_device(device_id) {
-        return Ok(principal);
-    }
-    Err(ApiError::unauthorized(match &principal {
-        Principal::Device { device_id: own } => {
-            format!("a token of device '{own}' cannot act for device '{device_id}'")
-        }
-        Principal::Policy { name, rights, .. } if rights.contains(Right::DeviceConnect) => {
-            format!("the token of policy '{name}' is scoped to another device than '{device_id}'")
-        }
-        Principal::Policy { name, .. } => {
-            format!("Authorization rule '{name}' does not allow access for 'DeviceConnect'")
-        }
-    }))
+    let token = parse_token(token)?;
+    gate(app)
+        .device_by_token(&token, now_unix(), device_id)
+        .map_err(unauthorized)
 }
 
 /// Checks that the caller holds `right` (the service and registry APIs).
@@ -170,38 +130,7 @@ fn certificate_principal(
             "missing Authorization header; send a SAS token (SharedAccessSignature sr=…&sig=…&se=…) or connect with the device's registered client certificate",
         ));
     };
-    let Some(credentials) = app.hub.device_credentials(device_id) else {
-        return Err(ApiError::unauthorized(format!(
-            "device '{device_id}' is not registered on this hub"
-        )));
-    };
-    let auth = &credentials.authentication;
-    match auth.kind {
-        AuthenticationType::SelfSigned => {
-            let t = &auth.x509_thumbprint;
-            let matches = [&t.primary_thumbprint, &t.secondary_thumbprint]
-                .into_iter()
-                .flatten()
-                .any(|registered| courier_auth::thumbprint_matches(registered, cert));
-            if !matches {
-                return Err(ApiError::unauthorized(format!(
-                    "the client certificate matches neither registered thumbprint of device '{device_id}'"
-                )));
-            }
-        }
-        AuthenticationType::CertificateAuthority => {
-            return Err(ApiError::unauthorized(format!(
-                "device '{device_id}' uses CA-signed certificates, which Courier does not support yet; register it as selfSigned with the certificate's thumbprint, or use SAS keys"
-            )));
-        }
-        AuthenticationType::Sas | AuthenticationType::None => {
-            return Err(ApiError::unauthorized(format!(
-                "device '{device_id}' does not authenticate with a client certificate; send a SAS token"
-            )));
-        }
-    }
-    refuse_disabled(app, device_id)?;
-    Ok(Principal::Device {
-        device_id: device_id.to_owned(),
-    })
+    gate(app)
+        .device_by_certificate(device_id, cert)
+        .map_err(unauthorized)
 }

@@ -8,11 +8,13 @@
 //! every command of the batch). At start it replays the store into memory.
 //!
 //! This crate decides nothing about messages (courier-core does) and parses
-//! no protocol (the heads do). It does own time (the system clock), lock
+//! no protocol (the heads do); [`device_auth`] is the one place every head
+//! authenticates devices. It does own time (the system clock), lock
 //! token generation, checkpoints and the wake-ups of long-polling receivers.
 
 mod clock;
 mod codec;
+pub mod device_auth;
 mod engine;
 mod error;
 mod handle;

@@ -16,6 +16,10 @@ use serde::Deserialize;
 
 /// Default HTTPS port: the one the SDKs hard-code.
 pub const DEFAULT_HTTPS_PORT: u16 = 443;
+/// Default MQTT-over-TLS port: the one the SDKs hard-code.
+pub const DEFAULT_MQTT_PORT: u16 = 8883;
+/// Default number of unacknowledged C2D messages outstanding per MQTT connection.
+pub const DEFAULT_MQTT_MAX_IN_FLIGHT: u16 = 16;
 /// Default data directory, relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = "./courier-data";
 /// Default host name; works for the Python, Node and .NET SDKs (C and Java need a dot).
@@ -49,9 +53,21 @@ pub struct ServeArgs {
     #[arg(long, env = "COURIER_BIND", value_name = "IP")]
     pub bind: Option<IpAddr>,
 
-    /// HTTPS port (service API, device HTTPS, and later WebSockets); 0 picks a free port [default: 443]
+    /// HTTPS port (service API, device HTTPS, MQTT over WebSockets); 0 picks a free port [default: 443]
     #[arg(long, env = "COURIER_HTTPS_PORT", value_name = "PORT")]
     pub https_port: Option<u16>,
+
+    /// MQTT over TLS port (MQTT over WebSockets is on the HTTPS port); 0 picks a free port [default: 8883]
+    #[arg(long, env = "COURIER_MQTT_PORT", value_name = "PORT")]
+    pub mqtt_port: Option<u16>,
+
+    /// Also serve MQTT WITHOUT TLS on this port, for development only: keys and tokens cross the network in clear [default: off]
+    #[arg(long, env = "COURIER_MQTT_PLAIN_PORT", value_name = "PORT")]
+    pub mqtt_plain_port: Option<u16>,
+
+    /// Most C2D messages delivered but not yet acknowledged (PUBACK) per MQTT connection [default: 16]
+    #[arg(long, env = "COURIER_MQTT_MAX_IN_FLIGHT", value_name = "N")]
+    pub mqtt_max_in_flight: Option<u16>,
 
     /// Server certificate chain (PEM) instead of the generated development certificate; needs --tls-key (flag or config file)
     #[arg(long, env = "COURIER_TLS_CERT", value_name = "FILE")]
@@ -122,7 +138,7 @@ pub enum DeliveryCountMode {
     AbandonOnly,
 }
 
-/// Where the HTTPS (and later MQTT/AMQP) listeners get their certificate.
+/// Where the HTTPS and MQTT (and later AMQP) listeners get their certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TlsSource {
     /// A development CA and server certificate generated in the data directory.
@@ -207,6 +223,12 @@ pub struct Config {
     pub bind: IpAddr,
     /// HTTPS port; 0 means pick a free one.
     pub https_port: u16,
+    /// MQTT over TLS port; 0 means pick a free one.
+    pub mqtt_port: u16,
+    /// Plain-TCP MQTT port for development; `None` when not served.
+    pub mqtt_plain_port: Option<u16>,
+    /// Unacknowledged C2D messages per MQTT connection.
+    pub mqtt_max_in_flight: u16,
     /// Certificate source.
     pub tls: TlsSource,
     /// C2D limits.
@@ -254,6 +276,9 @@ struct FileConfig {
     hostname: Option<String>,
     bind: Option<IpAddr>,
     https_port: Option<u16>,
+    mqtt_port: Option<u16>,
+    mqtt_plain_port: Option<u16>,
+    mqtt_max_in_flight: Option<u16>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     max_queue_depth: Option<u32>,
@@ -320,6 +345,9 @@ impl FileConfig {
             hostname: self.hostname.or(lower.hostname),
             bind: self.bind.or(lower.bind),
             https_port: self.https_port.or(lower.https_port),
+            mqtt_port: self.mqtt_port.or(lower.mqtt_port),
+            mqtt_plain_port: self.mqtt_plain_port.or(lower.mqtt_plain_port),
+            mqtt_max_in_flight: self.mqtt_max_in_flight.or(lower.mqtt_max_in_flight),
             tls_cert: self.tls_cert.or(lower.tls_cert),
             tls_key: self.tls_key.or(lower.tls_key),
             max_queue_depth: self.max_queue_depth.or(lower.max_queue_depth),
@@ -472,6 +500,15 @@ impl Config {
                 .https_port
                 .or(file.https_port)
                 .unwrap_or(DEFAULT_HTTPS_PORT),
+            mqtt_port: args
+                .mqtt_port
+                .or(file.mqtt_port)
+                .unwrap_or(DEFAULT_MQTT_PORT),
+            mqtt_plain_port: args.mqtt_plain_port.or(file.mqtt_plain_port),
+            mqtt_max_in_flight: args
+                .mqtt_max_in_flight
+                .or(file.mqtt_max_in_flight)
+                .unwrap_or(DEFAULT_MQTT_MAX_IN_FLIGHT),
             tls,
             limits,
             feedback,
@@ -495,6 +532,12 @@ impl Config {
                 self.hostname, self.hostname
             ));
         }
+        if let Some(port) = self.mqtt_plain_port {
+            out.push(format!(
+                "serving MQTT without TLS on port {port} (--mqtt-plain-port): device keys and \
+                 tokens cross the network in clear; for development only"
+            ));
+        }
         out
     }
 
@@ -505,6 +548,9 @@ impl Config {
         check_delivery_count("--feedback-max-delivery-count", f.max_delivery_count)?;
         if l.max_queue_depth == 0 {
             return Err(invalid("--max-queue-depth", "must be at least 1".into()));
+        }
+        if self.mqtt_max_in_flight == 0 {
+            return Err(invalid("--mqtt-max-in-flight", "must be at least 1".into()));
         }
         if l.max_message_size == 0 {
             return Err(invalid(
@@ -718,6 +764,9 @@ mod tests {
         assert_eq!(c.hostname, "localhost");
         assert_eq!(c.bind, IpAddr::V4(Ipv4Addr::LOCALHOST));
         assert_eq!(c.https_port, 443);
+        assert_eq!(c.mqtt_port, 8883);
+        assert_eq!(c.mqtt_plain_port, None);
+        assert_eq!(c.mqtt_max_in_flight, 16);
         assert_eq!(c.tls, TlsSource::Generated);
         assert_eq!(c.limits, LimitsConfig::default());
         assert_eq!(c.limits.max_queue_depth, 50);
@@ -969,6 +1018,46 @@ mod tests {
                 key: dir.path().join("k.pem"),
             },
             "file paths are relative to the file"
+        );
+    }
+
+    #[test]
+    fn mqtt_listeners_are_configured_by_flag_or_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("courier.toml"),
+            "mqtt_port = 18883\nmqtt_plain_port = 1883\nmqtt_max_in_flight = 4\nhostname = \"h.test\"\n",
+        )
+        .unwrap();
+        let c = resolve_in(dir.path(), vec![]).unwrap();
+        assert_eq!(
+            (c.mqtt_port, c.mqtt_plain_port, c.mqtt_max_in_flight),
+            (18_883, Some(1883), 4)
+        );
+        let warnings = c.warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("without TLS on port 1883"),
+            "{warnings:?}"
+        );
+
+        let c = resolve_in(
+            dir.path(),
+            vec![
+                "--mqtt-port".into(),
+                "0".into(),
+                "--mqtt-max-in-flight".into(),
+                "32".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!((c.mqtt_port, c.mqtt_max_in_flight), (0, 32), "flags win");
+
+        let err =
+            resolve_in(dir.path(), vec!["--mqtt-max-in-flight".into(), "0".into()]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid --mqtt-max-in-flight: must be at least 1"
         );
     }
 

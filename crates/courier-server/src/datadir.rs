@@ -87,6 +87,9 @@ pub struct RunFile {
     pub https_endpoint: String,
     /// The CA to trust when the certificate is the generated one.
     pub ca_path: Option<PathBuf>,
+    /// The MQTT-over-TLS port actually bound; absent in files of older versions.
+    #[serde(default)]
+    pub mqtt_port: Option<u16>,
 }
 
 impl DataDir {
@@ -362,6 +365,19 @@ mod tests {
     }
 
     #[test]
+    fn run_files_of_older_versions_still_load() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::open_or_create(tmp.path()).unwrap();
+        std::fs::write(
+            dir.run_file_path(),
+            br#"{"pid":7,"hostName":"localhost","httpsPort":8443,"httpsEndpoint":"https://localhost:8443","caPath":null}"#,
+        )
+        .unwrap();
+        let run = dir.load_run().unwrap().unwrap();
+        assert_eq!((run.pid, run.mqtt_port), (7, None));
+    }
+
+    #[test]
     fn run_file_round_trips_and_is_removed() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = DataDir::open_or_create(tmp.path()).unwrap();
@@ -373,12 +389,14 @@ mod tests {
             https_port: 8443,
             https_endpoint: "https://localhost:8443".into(),
             ca_path: Some(dir.ca_cert_path()),
+            mqtt_port: Some(8883),
         };
         dir.write_run(&run).unwrap();
         assert_eq!(dir.load_run().unwrap(), Some(run));
         let v: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.run_file_path()).unwrap()).unwrap();
         assert_eq!(v["httpsPort"], 8443);
+        assert_eq!(v["mqttPort"], 8883);
         dir.remove_run().unwrap();
         assert_eq!(dir.load_run().unwrap(), None);
         let leftovers: Vec<_> = std::fs::read_dir(dir.root())

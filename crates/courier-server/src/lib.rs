@@ -9,8 +9,11 @@
 pub mod config;
 pub mod datadir;
 pub mod https;
+pub mod listener;
 mod serve;
 pub mod tls;
+pub mod ws;
+pub mod ws_stream;
 
 pub use config::ServeArgs;
 pub use serve::serve;

@@ -1,6 +1,7 @@
 //! `courier serve`: wires configuration, data directory, TLS, the store, the
 //! engine and the heads together, runs until Ctrl-C or SIGTERM, and shuts
-//! down in order (stop accepting, finish requests, flush the engine).
+//! down in order (stop accepting, finish requests, close MQTT sessions,
+//! flush the engine).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -10,14 +11,24 @@ use anyhow::Context as _;
 use courier_auth::Authenticator;
 use courier_core::{FeedbackSettings, HubSettings, QueueLimits};
 use courier_hub::{Hub, HubOptions, SystemClock};
+use courier_mqtt::{ConnectionInfo, MqttConfig, MqttHead, Transport};
 use courier_store::{WalOptions, WalStore};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tracing::info;
 
 use crate::config::{Config, DeliveryCountMode, TlsSource};
 use crate::datadir::{DataDir, RunFile};
 use crate::https::{self, HTTPS_ALPN};
+use crate::listener::{self, Accepted, Handshake, PlainTcp, Tls};
 use crate::tls::{self, TlsFiles};
+use crate::ws::{self, WsConnection};
 use crate::ServeArgs;
+
+/// ALPN of the MQTT listener: none, so any client is served (paho sends none,
+/// others may send `mqtt`).
+const MQTT_ALPN: &[&[u8]] = &[];
 
 /// Runs a hub until Ctrl-C or SIGTERM.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -40,7 +51,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ca: None,
         },
     };
-    let tls_config = tls::server_config(&tls_files.cert, &tls_files.key, HTTPS_ALPN)
+    let https_tls = tls::server_config(&tls_files.cert, &tls_files.key, HTTPS_ALPN)
+        .context("cannot load the TLS certificate")?;
+    let mqtt_tls = tls::server_config(&tls_files.cert, &tls_files.key, MQTT_ALPN)
         .context("cannot load the TLS certificate")?;
 
     let store = WalStore::open(&data.wal_dir(), WalOptions::default())
@@ -53,19 +66,96 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )
     .context("cannot recover the hub's state from the store")?;
 
-    let listener = https::bind(SocketAddr::new(config.bind, config.https_port), "HTTPS").await?;
-    let https_addr = listener.local_addr().context("listener has no address")?;
+    let https_listener =
+        listener::bind(SocketAddr::new(config.bind, config.https_port), "HTTPS").await?;
+    let mqtt_listener =
+        listener::bind(SocketAddr::new(config.bind, config.mqtt_port), "MQTT").await?;
+    let plain_listener = match config.mqtt_plain_port {
+        Some(port) => Some(listener::bind(SocketAddr::new(config.bind, port), "MQTT plain").await?),
+        None => None,
+    };
+    let https_addr = https_listener
+        .local_addr()
+        .context("listener has no address")?;
+    let mqtt_addr = mqtt_listener
+        .local_addr()
+        .context("listener has no address")?;
+    let plain_addr = match &plain_listener {
+        Some(l) => Some(l.local_addr().context("listener has no address")?),
+        None => None,
+    };
+
+    let authenticator = Arc::new(Authenticator::new(vec![config.hostname.clone()]));
+    let policies = Arc::new(hub_file.policies.clone());
+    let mut mqtt_config = MqttConfig::new(
+        hub.clone(),
+        Arc::clone(&authenticator),
+        Arc::clone(&policies),
+    );
+    mqtt_config.max_in_flight = config.mqtt_max_in_flight.into();
+    let mqtt = MqttHead::new(mqtt_config);
+
+    let ws_head = mqtt.clone();
     let router = courier_http::router(courier_http::HttpConfig {
         host_name: config.hostname.clone(),
         hub: hub.clone(),
-        authenticator: Arc::new(Authenticator::new(vec![config.hostname.clone()])),
-        policies: Arc::new(hub_file.policies.clone()),
+        authenticator,
+        policies,
         version: env!("CARGO_PKG_VERSION"),
-    });
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(https::serve_tls(listener, tls_config, router, async move {
-        let _ = stop_rx.await;
+    })
+    .merge(ws::routes(move |connection: WsConnection| {
+        let head = ws_head.clone();
+        async move {
+            let info = ConnectionInfo {
+                remote: connection.remote,
+                peer_certificate: connection.peer_certificate,
+                transport: Transport::WebSocket,
+            };
+            head.serve_connection(connection.stream, info).await;
+        }
     }));
+
+    // One signal stops every listener.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let mut listeners: Vec<(&str, JoinHandle<std::io::Result<()>>)> = vec![
+        (
+            "HTTPS",
+            tokio::spawn(https::serve_tls(
+                https_listener,
+                https_tls,
+                router,
+                stopped(),
+            )),
+        ),
+        (
+            "MQTT",
+            tokio::spawn(serve_mqtt(
+                mqtt_listener,
+                Tls::new(mqtt_tls),
+                mqtt.clone(),
+                Transport::Tls,
+                stopped(),
+            )),
+        ),
+    ];
+    if let Some(plain) = plain_listener {
+        listeners.push((
+            "MQTT plain",
+            tokio::spawn(serve_mqtt(
+                plain,
+                PlainTcp,
+                mqtt.clone(),
+                Transport::Plain,
+                stopped(),
+            )),
+        ));
+    }
 
     let run = RunFile {
         pid: std::process::id(),
@@ -73,17 +163,28 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         https_port: https_addr.port(),
         https_endpoint: format!("https://{}:{}", config.hostname, https_addr.port()),
         ca_path: tls_files.ca.as_deref().map(absolute),
+        mqtt_port: Some(mqtt_addr.port()),
     };
     data.write_run(&run).context("cannot write run.json")?;
-    print_banner(&config, &data, &run, https_addr, &hub_file, &opened);
+    let addrs = Addrs {
+        https: https_addr,
+        mqtt: mqtt_addr,
+        mqtt_plain: plain_addr,
+    };
+    print_banner(&config, &data, &run, &addrs, &hub_file, &opened);
 
     wait_for_signal().await;
     info!("shutting down");
-    let _ = stop_tx.send(());
-    match server.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "HTTPS listener ended with an error"),
-        Err(e) => tracing::warn!(error = %e, "HTTPS listener task failed"),
+    // Stop accepting everywhere, then end the MQTT sessions (the listeners
+    // give their connections a grace period to close), then the engine.
+    stop_tx.send_replace(true);
+    mqtt.shutdown();
+    for (what, task) in listeners {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "{what} listener ended with an error"),
+            Err(e) => tracing::warn!(error = %e, "{what} listener task failed"),
+        }
     }
     hub.shutdown().await;
     drop(hub);
@@ -91,6 +192,34 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     data.remove_run().context("cannot remove run.json")?;
     info!("stopped");
     Ok(())
+}
+
+/// Serves MQTT connections accepted on `listener`. Connections are not cut
+/// at the listener's stop: `MqttHead::shutdown` closes them.
+async fn serve_mqtt<H: Handshake>(
+    listener: TcpListener,
+    handshake: H,
+    head: MqttHead,
+    transport: Transport,
+    stopped: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let handler = move |accepted: Accepted<H::Stream>| {
+        let head = head.clone();
+        let info = ConnectionInfo {
+            remote: accepted.remote,
+            peer_certificate: accepted.peer_certificate,
+            transport,
+        };
+        async move { head.serve_connection(accepted.stream, info).await }
+    };
+    listener::serve(listener, handshake, handler, stopped).await
+}
+
+/// The addresses actually bound, for the banner.
+struct Addrs {
+    https: SocketAddr,
+    mqtt: SocketAddr,
+    mqtt_plain: Option<SocketAddr>,
 }
 
 fn hub_settings(config: &Config) -> HubSettings {
@@ -144,7 +273,7 @@ fn print_banner(
     config: &Config,
     data: &DataDir,
     run: &RunFile,
-    https_addr: SocketAddr,
+    addrs: &Addrs,
     hub_file: &crate::datadir::HubFile,
     opened: &courier_hub::OpenStats,
 ) {
@@ -154,9 +283,28 @@ fn print_banner(
         config.hostname
     );
     println!(
-        "  HTTPS   {}   (listening on {https_addr})",
-        run.https_endpoint
+        "  HTTPS   {}   (listening on {})",
+        run.https_endpoint, addrs.https
     );
+    println!(
+        "  MQTT    mqtts://{}:{}   (listening on {})",
+        config.hostname,
+        addrs.mqtt.port(),
+        addrs.mqtt
+    );
+    println!(
+        "  MQTT/WS wss://{}:{}{}",
+        config.hostname,
+        addrs.https.port(),
+        ws::IOTHUB_WEBSOCKET_PATH
+    );
+    if let Some(plain) = addrs.mqtt_plain {
+        println!(
+            "  MQTT    mqtt://{}:{}   (listening on {plain}; no TLS, development only)",
+            config.hostname,
+            plain.port()
+        );
+    }
     match &run.ca_path {
         Some(ca) => println!("  CA      {}   (trust this CA in clients)", ca.display()),
         None => println!("  TLS     certificate from --tls-cert"),

@@ -14,6 +14,7 @@ use axum::routing::get;
 use axum::Router;
 use courier_server::datadir::DataDir;
 use courier_server::https::{self, PeerCertificate};
+use courier_server::listener;
 use courier_server::tls::{self, TlsFiles};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, Mutex};
@@ -66,7 +67,7 @@ async fn start(gate: Gate) -> Server {
                 }),
             )
             .with_state(gate);
-    let listener = https::bind("127.0.0.1:0".parse().unwrap(), "HTTPS")
+    let listener = listener::bind("127.0.0.1:0".parse().unwrap(), "HTTPS")
         .await
         .unwrap();
     let addr = listener.local_addr().unwrap();

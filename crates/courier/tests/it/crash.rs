@@ -6,9 +6,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use crate::support::Hub;
+use crate::support::{unix_time_in, Hub};
 
 const DEVICES: usize = 4;
 const SENDERS_PER_DEVICE: usize = 4;
@@ -41,11 +41,7 @@ impl Api {
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap();
-        let expiry = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            + 3600;
+        let expiry = unix_time_in(Duration::from_secs(3600));
         let auth = courier_auth::generate_token(
             "localhost",
             owner["primaryKey"].as_str().unwrap(),

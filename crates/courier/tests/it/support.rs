@@ -64,6 +64,8 @@ fn spawn_serve(dir: &Path, extra: &[&str]) -> Child {
             .args([
                 "--https-port",
                 "0",
+                "--mqtt-port",
+                "0",
                 "--bind",
                 "127.0.0.1",
                 "--hostname",
@@ -81,6 +83,22 @@ fn spawn_serve(dir: &Path, extra: &[&str]) -> Child {
 impl Hub {
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
+    }
+
+    /// The hub's output (stdout and stderr) once it contains `needle`.
+    pub(crate) fn log_containing(&self, needle: &str) -> String {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "courier serve did not print {needle:?} within {START_TIMEOUT:?}:\n{log}"
+            );
+            std::thread::sleep(POLL_INTERVAL);
+        }
     }
 
     fn wait_until_running(&mut self) {
@@ -161,6 +179,14 @@ impl Drop for Hub {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Seconds since the Unix epoch, `from_now` from now (SAS token expiries).
+pub(crate) fn unix_time_in(from_now: Duration) -> u64 {
+    (std::time::SystemTime::now() + from_now)
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs()
 }
 
 /// Panics with the command's stderr unless it exited 0.

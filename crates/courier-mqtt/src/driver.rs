@@ -1,0 +1,326 @@
+//! The socket loop around one [`Connection`]: reads large buffers and
+//! decodes every whole packet in them, feeds events, performs the actions
+//! (hub calls, authentication, session registry) and writes every queued
+//! packet in one go.
+//!
+//! Memory per connection is bounded: the read buffer holds at most one
+//! partial packet (≤ `max_packet_size`) plus one read; the write buffer stops
+//! growing past [`WRITE_HIGH_WATER`] because then the loop neither reads
+//! (no new acknowledgements to queue) nor receives from the hub (no new
+//! PUBLISH), and the window caps what was already published.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use courier_core::{Clock, Delivery, DeviceId, ErrorCode, Timestamp};
+use courier_hub::SystemClock;
+use rumqttc::mqttbytes::v4::Packet;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::auth;
+use crate::connection::{Accepted, Action, CloseReason, Connection, Event, Limits};
+use crate::metrics::Counters;
+use crate::{ConnectionInfo, Shared};
+
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 64 * 1024;
+/// Past this many unwritten bytes the loop stops reading and receiving.
+const WRITE_HIGH_WATER: usize = 256 * 1024;
+/// How long one hub receive waits for a message before it is renewed.
+const RECEIVE_WAIT: Duration = Duration::from_secs(60);
+/// How long a closing connection may take to write what is queued.
+const CLOSE_FLUSH: Duration = Duration::from_secs(5);
+
+type Receive = Pin<Box<dyn Future<Output = Result<Option<Delivery>, courier_hub::Error>> + Send>>;
+
+/// Serves one connection until it ends.
+pub(crate) async fn serve<S>(shared: Arc<Shared>, stream: S, info: ConnectionInfo)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let span = tracing::info_span!("mqtt", remote = %info.remote, device = tracing::field::Empty);
+    Counters::add(&shared.counters.connections_total);
+    Counters::add(&shared.counters.connections_open);
+    let mut driver = Driver::new(shared.clone(), info);
+    driver.run(stream).instrument(span).await;
+    driver.detach();
+    shared
+        .counters
+        .connections_open
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The connection registered with the session registry.
+struct Attachment {
+    device_id: DeviceId,
+    id: u64,
+    clean_session: bool,
+}
+
+struct Driver {
+    shared: Arc<Shared>,
+    info: ConnectionInfo,
+    conn: Connection,
+    out: BytesMut,
+    actions: Vec<Action>,
+    events: VecDeque<Event>,
+    receive: Option<Receive>,
+    completions: JoinSet<(u16, Result<(), courier_hub::Error>)>,
+    replaced: Option<oneshot::Receiver<()>>,
+    attachment: Option<Attachment>,
+}
+
+fn now() -> Timestamp {
+    SystemClock.now()
+}
+
+/// Awaits the future in `slot`, or never when there is none.
+async fn maybe<F: Future + Unpin>(slot: &mut Option<F>) -> F::Output {
+    match slot {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Driver {
+    fn new(shared: Arc<Shared>, info: ConnectionInfo) -> Self {
+        let limits = Limits {
+            max_in_flight: shared.config.max_in_flight,
+            max_keep_alive: shared.config.max_keep_alive,
+            connect_timeout: shared.config.connect_timeout,
+        };
+        Driver {
+            conn: Connection::new(now(), limits),
+            shared,
+            info,
+            out: BytesMut::new(),
+            actions: Vec::new(),
+            events: VecDeque::new(),
+            receive: None,
+            completions: JoinSet::new(),
+            replaced: None,
+            attachment: None,
+        }
+    }
+
+    async fn run<S>(&mut self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (mut reader, mut writer) = tokio::io::split(stream);
+        let mut read_buf = BytesMut::with_capacity(READ_CHUNK);
+        let mut shutdown = self.shared.shutdown.subscribe();
+        if *shutdown.borrow_and_update() {
+            self.feed(Event::Shutdown);
+        }
+        while !self.conn.is_closed() {
+            if self.receive.is_none()
+                && self.out.len() < WRITE_HIGH_WATER
+                && self.conn.start_receive()
+            {
+                self.start_receive();
+            }
+            let timer = self.conn.next_deadline().map(|d| d.since(now()));
+            let readable = self.out.len() < WRITE_HIGH_WATER;
+            if read_buf.capacity() - read_buf.len() < READ_CHUNK / 4 {
+                read_buf.reserve(READ_CHUNK);
+            }
+            tokio::select! {
+                read = reader.read_buf(&mut read_buf), if readable => match read {
+                    Ok(0) => {
+                        debug!(in_flight = self.conn.in_flight(), "peer closed the connection");
+                        return;
+                    }
+                    Ok(_) => self.decode(&mut read_buf),
+                    Err(e) => {
+                        debug!(error = %e, "read failed");
+                        return;
+                    }
+                },
+                written = writer.write_buf(&mut self.out), if !self.out.is_empty() => {
+                    if let Err(e) = written {
+                        debug!(error = %e, "write failed");
+                        return;
+                    }
+                }
+                delivered = maybe(&mut self.receive) => {
+                    self.receive = None;
+                    self.feed(match delivered {
+                        Ok(Some(delivery)) => Event::Delivered(delivery),
+                        Ok(None) => Event::ReceiveEnded,
+                        Err(e) => Event::ReceiveFailed(e.to_string()),
+                    });
+                }
+                Some(done) = self.completions.join_next(), if !self.completions.is_empty() => {
+                    if let Ok((pkid, result)) = done {
+                        self.completed(pkid, result);
+                    }
+                }
+                () = async { tokio::time::sleep(timer.unwrap_or_default()).await }, if timer.is_some() => {
+                    self.feed(Event::Tick);
+                }
+                _ = maybe(&mut self.replaced) => {
+                    self.replaced = None;
+                    self.feed(Event::Replaced);
+                }
+                _ = shutdown.changed() => self.feed(Event::Shutdown),
+            }
+        }
+        // Closing: CONNACK refusals and the last acknowledgements go out first.
+        let flush = async {
+            writer.write_all_buf(&mut self.out).await?;
+            writer.shutdown().await
+        };
+        if let Ok(Err(e)) = tokio::time::timeout(CLOSE_FLUSH, flush).await {
+            debug!(error = %e, "could not flush before closing");
+        }
+    }
+
+    /// Feeds every whole packet in `buf` to the connection.
+    fn decode(&mut self, buf: &mut BytesMut) {
+        let max = self.shared.config.max_packet_size;
+        while !self.conn.is_closed() {
+            match Packet::read(buf, max) {
+                Ok(packet) => self.feed(Event::Packet(packet)),
+                Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => return,
+                Err(
+                    e @ (rumqttc::mqttbytes::Error::InvalidProtocol
+                    | rumqttc::mqttbytes::Error::InvalidProtocolLevel(_)),
+                ) if self.conn.device_id().is_none() => {
+                    self.feed(Event::UnsupportedProtocol(format!(
+                        "only MQTT 3.1.1 (protocol level 4) is served: {e}"
+                    )));
+                }
+                Err(rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(size)) => {
+                    self.feed(Event::Malformed(format!(
+                        "packet of {size} bytes exceeds the limit of {max} bytes"
+                    )));
+                }
+                Err(e) => self.feed(Event::Malformed(format!("malformed packet: {e}"))),
+            }
+        }
+    }
+
+    fn start_receive(&mut self) {
+        let Some(a) = &self.attachment else {
+            return;
+        };
+        let hub = self.shared.config.hub.clone();
+        let id = a.device_id.clone();
+        self.receive = Some(Box::pin(async move {
+            hub.receive_wait(&id, RECEIVE_WAIT).await
+        }));
+    }
+
+    fn completed(&mut self, pkid: u16, result: Result<(), courier_hub::Error>) {
+        match &result {
+            Ok(()) => Counters::add(&self.shared.counters.c2d_completed),
+            Err(e) if e.code() == ErrorCode::DeviceMessageLockLost => {
+                debug!(pkid, "PUBACK after the lock lapsed; the hub already redelivered or expired the message");
+            }
+            Err(e) => warn!(pkid, error = %e, "completing a PUBACKed message failed"),
+        }
+        self.feed(Event::Completed(pkid));
+    }
+
+    /// Applies `event` and everything it leads to.
+    fn feed(&mut self, event: Event) {
+        self.events.push_back(event);
+        while let Some(event) = self.events.pop_front() {
+            let now = now();
+            self.conn.handle(now, event, &mut self.actions);
+            let actions = std::mem::take(&mut self.actions);
+            for action in actions {
+                self.perform(now, action);
+            }
+        }
+    }
+
+    fn perform(&mut self, now: Timestamp, action: Action) {
+        match action {
+            Action::Send(packet) => {
+                if matches!(packet, Packet::Publish(_)) {
+                    Counters::add(&self.shared.counters.c2d_published);
+                }
+                if let Err(e) = packet.write(&mut self.out, usize::MAX) {
+                    warn!(error = %e, "could not encode a packet");
+                    self.events
+                        .push_back(Event::Malformed(format!("could not encode: {e}")));
+                }
+            }
+            Action::Authenticate(attempt) => {
+                let cert = self.info.peer_certificate.as_deref().map(Vec::as_slice);
+                let answer = match auth::authenticate(&self.shared.config, &attempt, cert, now) {
+                    Ok(token_deadline) => {
+                        let attached = self
+                            .shared
+                            .sessions
+                            .attach(attempt.device_id.as_str(), attempt.clean_session);
+                        tracing::Span::current().record("device", attempt.device_id.as_str());
+                        self.replaced = Some(attached.replaced);
+                        self.attachment = Some(Attachment {
+                            device_id: attempt.device_id.clone(),
+                            id: attached.id,
+                            clean_session: attempt.clean_session,
+                        });
+                        info!(
+                            clean_session = attempt.clean_session,
+                            session_present = attached.resumed.is_some(),
+                            "device connected"
+                        );
+                        Event::Accepted(Accepted {
+                            token_deadline,
+                            session_present: attached.resumed.is_some(),
+                            subscription: attached.resumed.and_then(|s| s.subscription),
+                        })
+                    }
+                    Err((code, why)) => Event::Refused(code, why),
+                };
+                self.events.push_back(answer);
+            }
+            Action::Complete { pkid, lock_token } => {
+                if let Some(a) = &self.attachment {
+                    let hub = self.shared.config.hub.clone();
+                    let id = a.device_id.clone();
+                    self.completions
+                        .spawn(async move { (pkid, hub.complete(&id, lock_token).await) });
+                }
+            }
+            Action::RememberSubscription(subscription) => {
+                if let Some(a) = self.attachment.as_ref().filter(|a| !a.clean_session) {
+                    self.shared
+                        .sessions
+                        .remember(a.device_id.as_str(), a.id, subscription);
+                }
+            }
+            Action::D2cAccepted { topic, bytes } => {
+                Counters::add(&self.shared.counters.d2c_accepted);
+                debug!(%topic, bytes, "D2C message accepted (body dropped)");
+            }
+            Action::Close(reason) => self.log_close(&reason),
+        }
+    }
+
+    fn log_close(&self, reason: &CloseReason) {
+        let device = self.conn.device_id().map(DeviceId::as_str);
+        if reason.is_protocol_error() {
+            Counters::add(&self.shared.counters.protocol_errors);
+            warn!(remote = %self.info.remote, device, %reason, "closing MQTT connection");
+        } else {
+            info!(remote = %self.info.remote, device, %reason, "closing MQTT connection");
+        }
+    }
+
+    fn detach(&mut self) {
+        if let Some(a) = self.attachment.take() {
+            self.shared.sessions.detach(a.device_id.as_str(), a.id);
+        }
+    }
+}
