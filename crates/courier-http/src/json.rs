@@ -10,11 +10,11 @@ use courier_core::{
     Authentication, AuthenticationType, DeviceId, DeviceSpec, DeviceStatus, FeedbackRecord,
     LimitOverrides, QueueLimits, SymmetricKey, X509Thumbprint,
 };
-use courier_hub::DeviceInfo;
+use courier_hub::{ConnectionState, DeviceInfo};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
-use crate::timefmt::{rfc3339, rfc3339_or_never, NEVER};
+use crate::timefmt::{rfc3339, rfc3339_or_never};
 
 /// The content type of every JSON answer; the Node SDK parses a body as JSON
 /// only when the content type says so.
@@ -44,7 +44,7 @@ pub(crate) struct DeviceJson<'a> {
     connection_state: &'static str,
     status: &'static str,
     status_reason: Option<&'a str>,
-    connection_state_updated_time: &'static str,
+    connection_state_updated_time: String,
     status_updated_time: String,
     last_activity_time: String,
     cloud_to_device_message_count: usize,
@@ -145,13 +145,16 @@ impl<'a> DeviceJson<'a> {
             device_id: device.device_id.as_str(),
             generation_id: &device.generation_id,
             etag: device.etag(),
-            connection_state: "Disconnected",
+            connection_state: match info.connection_state {
+                ConnectionState::Connected => "Connected",
+                ConnectionState::Disconnected => "Disconnected",
+            },
             status: match device.status {
                 DeviceStatus::Enabled => "enabled",
                 DeviceStatus::Disabled => "disabled",
             },
             status_reason: device.status_reason.as_deref(),
-            connection_state_updated_time: NEVER,
+            connection_state_updated_time: rfc3339_or_never(info.connection_state_updated_time),
             status_updated_time: rfc3339_or_never(device.status_updated_time),
             last_activity_time: rfc3339_or_never(info.last_activity_time),
             cloud_to_device_message_count: info.cloud_to_device_message_count,

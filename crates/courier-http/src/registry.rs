@@ -127,12 +127,12 @@ async fn registry_statistics(State(app): AppState, caller: Caller) -> Result<Res
 /// hold only a ServiceConnect policy, so either right will do.
 async fn service_statistics(State(app): AppState, caller: Caller) -> Result<Response, ApiError> {
     auth::any_right(&app, &caller, &[Right::ServiceConnect, Right::RegistryRead])?;
-    // Courier tracks no live connections on this head; IoT Hub reports 0 for
-    // a hub whose devices only poll too.
+    // Devices with a live MQTT (or AMQP) connection; HTTP polling is no
+    // connection, as in IoT Hub.
     json::response(
         StatusCode::OK,
         &ServiceStatisticsJson {
-            connected_device_count: 0,
+            connected_device_count: app.hub.connected_device_count(),
         },
     )
 }

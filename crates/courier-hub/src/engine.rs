@@ -363,6 +363,9 @@ impl Engine {
             device,
             cloud_to_device_message_count: count,
             last_activity_time,
+            // Filled by the handle from live presence, which the engine does not own.
+            connection_state: crate::ConnectionState::Disconnected,
+            connection_state_updated_time: None,
         }
     }
 

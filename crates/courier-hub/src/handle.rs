@@ -18,6 +18,7 @@ use tracing::info;
 use crate::codec;
 use crate::engine::{Command, Engine, Settle, Shared};
 use crate::error::{Error, OpenError};
+use crate::presence::{ConnectionGuard, ConnectionState, Presence};
 use crate::views::DeviceCredentials;
 
 /// A registry entry with the live facts IoT Hub reports beside it.
@@ -29,6 +30,10 @@ pub struct DeviceInfo {
     pub cloud_to_device_message_count: usize,
     /// Last receive or settlement by the device since the hub started.
     pub last_activity_time: Option<Timestamp>,
+    /// Whether a protocol head holds a live connection for the device.
+    pub connection_state: ConnectionState,
+    /// When that state last changed since the hub started.
+    pub connection_state_updated_time: Option<Timestamp>,
 }
 
 /// Engine tuning.
@@ -71,6 +76,7 @@ pub struct Hub {
     tx: mpsc::Sender<Command>,
     shared: Arc<Shared>,
     settings: Arc<HubSettings>,
+    presence: Arc<Presence>,
 }
 
 impl Hub {
@@ -111,6 +117,7 @@ impl Hub {
             shared.credentials.put(&entry.device);
         }
         let (tx, rx) = mpsc::channel(options.command_queue.max(1));
+        let presence = Arc::new(Presence::new(clock.clone()));
         let engine = Engine {
             state,
             store,
@@ -127,6 +134,7 @@ impl Hub {
             tx,
             shared,
             settings: Arc::new(settings),
+            presence,
         };
         Ok((hub, task, open))
     }
@@ -174,23 +182,47 @@ impl Hub {
     /// A device.
     pub async fn get_device(&self, id: &DeviceId) -> Result<DeviceInfo, Error> {
         let id = id.clone();
-        self.call(|reply| Command::GetDevice { id, reply }).await
+        let info = self.call(|reply| Command::GetDevice { id, reply }).await?;
+        Ok(self.with_presence(info))
     }
 
     /// Up to `top` devices in id order.
     pub async fn list_devices(&self, top: usize) -> Result<Vec<DeviceInfo>, Error> {
-        self.call(|reply| Command::ListDevices { top, reply }).await
+        let list = self
+            .call(|reply| Command::ListDevices { top, reply })
+            .await?;
+        Ok(list.into_iter().map(|i| self.with_presence(i)).collect())
+    }
+
+    fn with_presence(&self, mut info: DeviceInfo) -> DeviceInfo {
+        let (state, updated) = self.presence.state(&info.device.device_id);
+        info.connection_state = state;
+        info.connection_state_updated_time = updated;
+        info
+    }
+
+    /// Marks `id` connected until the returned guard is dropped; protocol
+    /// heads hold one per authenticated device connection.
+    pub fn connection_opened(&self, id: &DeviceId) -> ConnectionGuard {
+        ConnectionGuard::new(self.presence.clone(), id.clone())
+    }
+
+    /// Devices with a live protocol connection (`connectedDeviceCount`).
+    pub fn connected_device_count(&self) -> usize {
+        self.presence.connected_count()
     }
 
     /// Deletes a device and its queue.
     pub async fn delete_device(&self, id: &DeviceId, if_match: IfMatch) -> Result<(), Error> {
-        let id = id.clone();
+        let device = id.clone();
         self.call(|reply| Command::DeleteDevice {
-            id,
+            id: device,
             if_match,
             reply,
         })
-        .await
+        .await?;
+        self.presence.forget(id);
+        Ok(())
     }
 
     /// Counters.

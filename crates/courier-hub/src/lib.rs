@@ -18,9 +18,11 @@ pub mod device_auth;
 mod engine;
 mod error;
 mod handle;
+mod presence;
 mod views;
 
 pub use clock::SystemClock;
 pub use error::{Error, OpenError};
 pub use handle::{DeviceInfo, Hub, HubOptions, HubTask, OpenStats};
+pub use presence::{ConnectionGuard, ConnectionState};
 pub use views::DeviceCredentials;

@@ -62,6 +62,8 @@ struct Attachment {
     device_id: DeviceId,
     id: u64,
     clean_session: bool,
+    /// Keeps the device `Connected` in the registry while this lives.
+    _presence: courier_hub::ConnectionGuard,
 }
 
 struct Driver {
@@ -269,6 +271,7 @@ impl Driver {
                             device_id: attempt.device_id.clone(),
                             id: attached.id,
                             clean_session: attempt.clean_session,
+                            _presence: self.shared.config.hub.connection_opened(&attempt.device_id),
                         });
                         info!(
                             clean_session = attempt.clean_session,

@@ -635,3 +635,43 @@ async fn shutdown_closes_every_connection() {
     c.closed().await;
     fx.stop().await;
 }
+
+#[tokio::test]
+async fn the_registry_shows_a_device_connected_while_its_connection_lives() {
+    let fx = Fixture::new(QueueLimits::default()).await;
+    let key = fx.device("dev-1", DeviceStatus::Enabled).await;
+    let id = courier_core::DeviceId::new("dev-1").unwrap();
+    let before = fx.hub.get_device(&id).await.unwrap();
+    assert_eq!(
+        before.connection_state,
+        courier_hub::ConnectionState::Disconnected
+    );
+    assert_eq!(before.connection_state_updated_time, None);
+
+    let (client, _) = fx.connect("dev-1", &key, false).await;
+    let during = fx.hub.get_device(&id).await.unwrap();
+    assert_eq!(
+        during.connection_state,
+        courier_hub::ConnectionState::Connected
+    );
+    assert!(during.connection_state_updated_time.is_some());
+    assert_eq!(fx.hub.connected_device_count(), 1);
+
+    drop(client);
+    // The server notices the closed socket on its own task: wait for it.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while fx.hub.connected_device_count() != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still connected after close"
+        );
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let after = fx.hub.get_device(&id).await.unwrap();
+    assert_eq!(
+        after.connection_state,
+        courier_hub::ConnectionState::Disconnected
+    );
+    fx.stop().await;
+}
