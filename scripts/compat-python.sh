@@ -67,6 +67,8 @@ fi
 
 hub_resolve_bin
 hub_start --https-port 443 --mqtt-port 8883
+# The service SDK's REST client (requests) trusts the hub's CA through this.
+export REQUESTS_CA_BUNDLE=$COURIER_DATA_DIR/tls/ca.pem
 
 status=0
 (cd "$py_dir" && PYTHONDONTWRITEBYTECODE=1 .venv/bin/python -m pytest -vv) || status=$?
