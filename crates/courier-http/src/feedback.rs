@@ -10,16 +10,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
 use courier_auth::Right;
+use courier_hub::feedback_json::{feedback_json, FEEDBACK_CONTENT_TYPE};
 
 use crate::auth::{self, Caller};
 use crate::error::ApiError;
-use crate::json::FeedbackRecordJson;
 use crate::request::{self, Params};
 use crate::timefmt::rfc3339;
 use crate::{App, AppState};
-
-/// The content type IoT Hub gives feedback batches.
-pub(crate) const FEEDBACK_CONTENT_TYPE: &str = "application/vnd.microsoft.iothub.feedback.json";
 
 /// The feedback routes.
 pub(crate) fn routes() -> Router<Arc<App>> {
@@ -44,13 +41,7 @@ async fn receive(State(app): AppState, caller: Caller, uri: Uri) -> Result<Respo
     let Some(d) = delivery else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
-    let records: Vec<FeedbackRecordJson<'_>> = d
-        .batch
-        .records
-        .iter()
-        .map(FeedbackRecordJson::new)
-        .collect();
-    let body = serde_json::to_vec(&records)
+    let body = feedback_json(&d.batch)
         .map_err(|e| ApiError::server(format!("could not encode feedback: {e}")))?;
     let etag = HeaderValue::from_str(&format!("\"{}\"", d.lock_token))
         .map_err(|e| ApiError::server(format!("could not encode the lock token: {e}")))?;

@@ -7,14 +7,14 @@ use std::time::Duration;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use courier_core::{
-    Authentication, AuthenticationType, DeviceId, DeviceSpec, DeviceStatus, FeedbackRecord,
-    LimitOverrides, QueueLimits, SymmetricKey, X509Thumbprint,
+    Authentication, AuthenticationType, DeviceId, DeviceSpec, DeviceStatus, LimitOverrides,
+    QueueLimits, SymmetricKey, X509Thumbprint,
 };
 use courier_hub::{ConnectionState, DeviceInfo};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
-use crate::timefmt::{rfc3339, rfc3339_or_never};
+use crate::timefmt::rfc3339_or_never;
 
 /// The content type of every JSON answer; the Node SDK parses a body as JSON
 /// only when the content type says so.
@@ -292,35 +292,6 @@ pub(crate) fn device_spec(body: &[u8]) -> Result<DeviceSpec, ApiError> {
             .map(LimitsJson::into_overrides)
             .unwrap_or_default(),
     })
-}
-
-// ----- feedback -----
-
-/// One feedback record as IoT Hub's feedback JSON carries it.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct FeedbackRecordJson<'a> {
-    original_message_id: &'a str,
-    device_generation_id: &'a str,
-    device_id: &'a str,
-    enqueued_time_utc: String,
-    status_code: &'static str,
-    description: &'static str,
-}
-
-impl<'a> FeedbackRecordJson<'a> {
-    /// The wire view of `record`: `statusCode` is a string and `description`
-    /// its name (the C service SDK reads the status from `description`).
-    pub(crate) fn new(record: &'a FeedbackRecord) -> Self {
-        FeedbackRecordJson {
-            original_message_id: record.original_message_id.as_deref().unwrap_or(""),
-            device_generation_id: &record.device_generation_id,
-            device_id: record.device_id.as_str(),
-            enqueued_time_utc: rfc3339(record.enqueued_time_utc),
-            status_code: record.status.status_name(),
-            description: record.status.status_name(),
-        }
-    }
 }
 
 // ----- Courier's own answers -----

@@ -3,27 +3,19 @@
 
 use courier_core::Timestamp;
 use time::format_description::well_known::{Rfc2822, Rfc3339};
-use time::macros::format_description;
 use time::OffsetDateTime;
 
 /// What IoT Hub sends for a registry time that was never set.
 pub(crate) const NEVER: &str = "0001-01-01T00:00:00Z";
 
 /// The latest instant RFC 3339 can show (four-digit years).
+#[cfg(test)]
 const LATEST: &str = "9999-12-31T23:59:59.999Z";
 
-/// `ts` as RFC 3339 UTC with exactly three fractional digits.
+/// `ts` as RFC 3339 UTC with exactly three fractional digits (the one
+/// formatter every head shares, beside the feedback JSON).
 pub(crate) fn rfc3339(ts: Timestamp) -> String {
-    let format =
-        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-    let nanos = i128::from(ts.as_millis()) * 1_000_000;
-    OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .ok()
-        .filter(|t| (0..=9999).contains(&t.year()))
-        .and_then(|t| t.format(&format).ok())
-        // Expiries saturate far in the future; show them as the latest time
-        // a client can parse rather than fail the request.
-        .unwrap_or_else(|| LATEST.to_owned())
+    courier_hub::feedback_json::rfc3339_millis(ts)
 }
 
 /// `ts` as RFC 3339, or [`NEVER`].

@@ -17,6 +17,7 @@ mod codec;
 pub mod device_auth;
 mod engine;
 mod error;
+pub mod feedback_json;
 mod handle;
 mod presence;
 mod views;

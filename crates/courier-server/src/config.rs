@@ -18,6 +18,8 @@ use serde::Deserialize;
 pub const DEFAULT_HTTPS_PORT: u16 = 443;
 /// Default MQTT-over-TLS port: the one the SDKs hard-code.
 pub const DEFAULT_MQTT_PORT: u16 = 8883;
+/// Default AMQP-over-TLS port: the one the SDKs hard-code.
+pub const DEFAULT_AMQP_PORT: u16 = 5671;
 /// Default number of unacknowledged C2D messages outstanding per MQTT connection.
 pub const DEFAULT_MQTT_MAX_IN_FLIGHT: u16 = 16;
 /// Default data directory, relative to the working directory.
@@ -60,6 +62,10 @@ pub struct ServeArgs {
     /// MQTT over TLS port (MQTT over WebSockets is on the HTTPS port); 0 picks a free port [default: 8883]
     #[arg(long, env = "COURIER_MQTT_PORT", value_name = "PORT")]
     pub mqtt_port: Option<u16>,
+
+    /// AMQP over TLS port (AMQP over WebSockets is on the HTTPS port); 0 picks a free port [default: 5671]
+    #[arg(long, env = "COURIER_AMQP_PORT", value_name = "PORT")]
+    pub amqp_port: Option<u16>,
 
     /// Also serve MQTT WITHOUT TLS on this port, for development only: keys and tokens cross the network in clear [default: off]
     #[arg(long, env = "COURIER_MQTT_PLAIN_PORT", value_name = "PORT")]
@@ -227,6 +233,8 @@ pub struct Config {
     pub mqtt_port: u16,
     /// Plain-TCP MQTT port for development; `None` when not served.
     pub mqtt_plain_port: Option<u16>,
+    /// AMQP over TLS port; 0 means pick a free one.
+    pub amqp_port: u16,
     /// Unacknowledged C2D messages per MQTT connection.
     pub mqtt_max_in_flight: u16,
     /// Certificate source.
@@ -279,6 +287,7 @@ struct FileConfig {
     mqtt_port: Option<u16>,
     mqtt_plain_port: Option<u16>,
     mqtt_max_in_flight: Option<u16>,
+    amqp_port: Option<u16>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     max_queue_depth: Option<u32>,
@@ -348,6 +357,7 @@ impl FileConfig {
             mqtt_port: self.mqtt_port.or(lower.mqtt_port),
             mqtt_plain_port: self.mqtt_plain_port.or(lower.mqtt_plain_port),
             mqtt_max_in_flight: self.mqtt_max_in_flight.or(lower.mqtt_max_in_flight),
+            amqp_port: self.amqp_port.or(lower.amqp_port),
             tls_cert: self.tls_cert.or(lower.tls_cert),
             tls_key: self.tls_key.or(lower.tls_key),
             max_queue_depth: self.max_queue_depth.or(lower.max_queue_depth),
@@ -505,6 +515,10 @@ impl Config {
                 .or(file.mqtt_port)
                 .unwrap_or(DEFAULT_MQTT_PORT),
             mqtt_plain_port: args.mqtt_plain_port.or(file.mqtt_plain_port),
+            amqp_port: args
+                .amqp_port
+                .or(file.amqp_port)
+                .unwrap_or(DEFAULT_AMQP_PORT),
             mqtt_max_in_flight: args
                 .mqtt_max_in_flight
                 .or(file.mqtt_max_in_flight)
@@ -765,6 +779,7 @@ mod tests {
         assert_eq!(c.bind, IpAddr::V4(Ipv4Addr::LOCALHOST));
         assert_eq!(c.https_port, 443);
         assert_eq!(c.mqtt_port, 8883);
+        assert_eq!(c.amqp_port, 5671);
         assert_eq!(c.mqtt_plain_port, None);
         assert_eq!(c.mqtt_max_in_flight, 16);
         assert_eq!(c.tls, TlsSource::Generated);
@@ -1059,6 +1074,15 @@ mod tests {
             err.to_string(),
             "invalid --mqtt-max-in-flight: must be at least 1"
         );
+    }
+
+    #[test]
+    fn the_amqp_port_comes_from_flag_or_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("courier.toml"), "amqp_port = 15671\n").unwrap();
+        assert_eq!(resolve_in(dir.path(), vec![]).unwrap().amqp_port, 15_671);
+        let c = resolve_in(dir.path(), vec!["--amqp-port".into(), "0".into()]).unwrap();
+        assert_eq!(c.amqp_port, 0, "flags win");
     }
 
     #[test]

@@ -1,13 +1,14 @@
 //! `courier serve`: wires configuration, data directory, TLS, the store, the
 //! engine and the heads together, runs until Ctrl-C or SIGTERM, and shuts
-//! down in order (stop accepting, finish requests, close MQTT sessions,
-//! flush the engine).
+//! down in order (stop accepting, finish requests, close MQTT and AMQP
+//! connections, flush the engine).
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use courier_amqp::{AmqpConfig, AmqpHead};
 use courier_auth::Authenticator;
 use courier_core::{FeedbackSettings, HubSettings, QueueLimits};
 use courier_hub::{Hub, HubOptions, SystemClock};
@@ -29,6 +30,8 @@ use crate::ServeArgs;
 /// ALPN of the MQTT listener: none, so any client is served (paho sends none,
 /// others may send `mqtt`).
 const MQTT_ALPN: &[&[u8]] = &[];
+/// ALPN of the AMQP listener: none (the SDKs send none).
+const AMQP_ALPN: &[&[u8]] = &[];
 
 /// Runs a hub until Ctrl-C or SIGTERM.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -55,6 +58,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("cannot load the TLS certificate")?;
     let mqtt_tls = tls::server_config(&tls_files.cert, &tls_files.key, MQTT_ALPN)
         .context("cannot load the TLS certificate")?;
+    let amqp_tls = tls::server_config(&tls_files.cert, &tls_files.key, AMQP_ALPN)
+        .context("cannot load the TLS certificate")?;
 
     let store = WalStore::open(&data.wal_dir(), WalOptions::default())
         .with_context(|| format!("cannot open the store in {}", data.wal_dir().display()))?;
@@ -70,6 +75,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         listener::bind(SocketAddr::new(config.bind, config.https_port), "HTTPS").await?;
     let mqtt_listener =
         listener::bind(SocketAddr::new(config.bind, config.mqtt_port), "MQTT").await?;
+    let amqp_listener =
+        listener::bind(SocketAddr::new(config.bind, config.amqp_port), "AMQP").await?;
     let plain_listener = match config.mqtt_plain_port {
         Some(port) => Some(listener::bind(SocketAddr::new(config.bind, port), "MQTT plain").await?),
         None => None,
@@ -78,6 +85,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .local_addr()
         .context("listener has no address")?;
     let mqtt_addr = mqtt_listener
+        .local_addr()
+        .context("listener has no address")?;
+    let amqp_addr = amqp_listener
         .local_addr()
         .context("listener has no address")?;
     let plain_addr = match &plain_listener {
@@ -94,8 +104,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     mqtt_config.max_in_flight = config.mqtt_max_in_flight.into();
     let mqtt = MqttHead::new(mqtt_config);
+    let amqp = AmqpHead::new(AmqpConfig::new(
+        hub.clone(),
+        Arc::clone(&authenticator),
+        Arc::clone(&policies),
+    ));
 
-    let ws_head = mqtt.clone();
+    let ws_mqtt = mqtt.clone();
+    let ws_amqp = amqp.clone();
     let router = courier_http::router(courier_http::HttpConfig {
         host_name: config.hostname.clone(),
         hub: hub.clone(),
@@ -103,17 +119,29 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         policies,
         version: env!("CARGO_PKG_VERSION"),
     })
-    .merge(ws::routes(move |connection: WsConnection| {
-        let head = ws_head.clone();
-        async move {
-            let info = ConnectionInfo {
-                remote: connection.remote,
-                peer_certificate: connection.peer_certificate,
-                transport: Transport::WebSocket,
-            };
-            head.serve_connection(connection.stream, info).await;
-        }
-    }));
+    .merge(ws::routes(
+        move |connection: WsConnection| {
+            let head = ws_mqtt.clone();
+            async move {
+                let info = ConnectionInfo {
+                    remote: connection.remote,
+                    peer_certificate: connection.peer_certificate,
+                    transport: Transport::WebSocket,
+                };
+                head.serve_connection(connection.stream, info).await;
+            }
+        },
+        move |connection: WsConnection| {
+            let head = ws_amqp.clone();
+            async move {
+                let info = courier_amqp::ConnectionInfo {
+                    remote: connection.remote,
+                    transport: courier_amqp::Transport::WebSocket,
+                };
+                head.serve_connection(connection.stream, info).await;
+            }
+        },
+    ));
 
     // One signal stops every listener.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -140,6 +168,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 Tls::new(mqtt_tls),
                 mqtt.clone(),
                 Transport::Tls,
+                stopped(),
+            )),
+        ),
+        (
+            "AMQP",
+            tokio::spawn(serve_amqp(
+                amqp_listener,
+                Tls::new(amqp_tls),
+                amqp.clone(),
                 stopped(),
             )),
         ),
@@ -170,6 +207,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         https: https_addr,
         mqtt: mqtt_addr,
         mqtt_plain: plain_addr,
+        amqp: amqp_addr,
     };
     print_banner(&config, &data, &run, &addrs, &hub_file, &opened);
 
@@ -179,6 +217,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // give their connections a grace period to close), then the engine.
     stop_tx.send_replace(true);
     mqtt.shutdown();
+    amqp.shutdown();
     for (what, task) in listeners {
         match task.await {
             Ok(Ok(())) => {}
@@ -215,11 +254,32 @@ async fn serve_mqtt<H: Handshake>(
     listener::serve(listener, handshake, handler, stopped).await
 }
 
+/// Serves AMQP connections accepted on `listener` (TLS already unwrapped:
+/// the SDKs start TLS at once, without AMQP's TLS header). Connections are
+/// not cut at the listener's stop: `AmqpHead::shutdown` closes them.
+async fn serve_amqp<H: Handshake>(
+    listener: TcpListener,
+    handshake: H,
+    head: AmqpHead,
+    stopped: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let handler = move |accepted: Accepted<H::Stream>| {
+        let head = head.clone();
+        let info = courier_amqp::ConnectionInfo {
+            remote: accepted.remote,
+            transport: courier_amqp::Transport::Tls,
+        };
+        async move { head.serve_connection(accepted.stream, info).await }
+    };
+    listener::serve(listener, handshake, handler, stopped).await
+}
+
 /// The addresses actually bound, for the banner.
 struct Addrs {
     https: SocketAddr,
     mqtt: SocketAddr,
     mqtt_plain: Option<SocketAddr>,
+    amqp: SocketAddr,
 }
 
 fn hub_settings(config: &Config) -> HubSettings {
@@ -294,6 +354,18 @@ fn print_banner(
     );
     println!(
         "  MQTT/WS wss://{}:{}{}",
+        config.hostname,
+        addrs.https.port(),
+        ws::IOTHUB_WEBSOCKET_PATH
+    );
+    println!(
+        "  AMQP    amqps://{}:{}   (listening on {})",
+        config.hostname,
+        addrs.amqp.port(),
+        addrs.amqp
+    );
+    println!(
+        "  AMQP/WS wss://{}:{}{}",
         config.hostname,
         addrs.https.port(),
         ws::IOTHUB_WEBSOCKET_PATH

@@ -1,8 +1,9 @@
 //! IoT Hub's WebSocket endpoint on the HTTPS port, `GET /$iothub/websocket`
 //! (wire spec §2.1, §3.1): negotiates the subprotocol and hands the upgraded
 //! socket, as a byte stream ([`WsStream`]), to the protocol head that speaks
-//! it. MQTT (`mqtt`, or `MQTT` from the C SDK) is served; AMQP (`AMQPWSB10`)
-//! is refused with an IoT Hub-style error until the AMQP head exists.
+//! it: MQTT (`mqtt`, or `MQTT` from the C SDK) to the MQTT head, AMQP
+//! (`AMQPWSB10`) to the AMQP head, on `/$iothub/websocket` and on uAMQP's
+//! `/$servicebus/websocket/`.
 //!
 //! The query string is ignored (Java adds `?iothub-no-client-cert=true`), and
 //! no extension is negotiated (Node offers permessage-deflate; declining is
@@ -54,22 +55,27 @@ type Serve = dyn Fn(WsConnection) -> BoxFuture<'static, ()> + Send + Sync;
 #[derive(Clone)]
 struct Heads {
     mqtt: Arc<Serve>,
+    amqp: Arc<Serve>,
 }
 
-/// The WebSocket routes, serving MQTT connections with `mqtt`. Merge them
-/// into the HTTPS router; they need the `ConnectInfo<SocketAddr>` and
-/// [`PeerCertificate`] extensions the HTTPS listener inserts.
-pub fn routes<F, Fut>(mqtt: F) -> Router
+/// The WebSocket routes, serving MQTT connections with `mqtt` and AMQP
+/// connections with `amqp`. Merge them into the HTTPS router; they need the
+/// `ConnectInfo<SocketAddr>` and [`PeerCertificate`] extensions the HTTPS
+/// listener inserts.
+pub fn routes<F, Fut, G, Gut>(mqtt: F, amqp: G) -> Router
 where
     F: Fn(WsConnection) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
+    G: Fn(WsConnection) -> Gut + Send + Sync + 'static,
+    Gut: Future<Output = ()> + Send + 'static,
 {
     let heads = Heads {
         mqtt: Arc::new(move |connection| Box::pin(mqtt(connection))),
+        amqp: Arc::new(move |connection| Box::pin(amqp(connection))),
     };
     Router::new()
         .route(IOTHUB_WEBSOCKET_PATH, get(websocket))
-        // So that uAMQP clients learn that AMQP is not served rather than get a 404.
+        // uAMQP's default path (the Python service SDK over WebSockets).
         .route(SERVICEBUS_WEBSOCKET_PATH, get(websocket))
         .with_state(heads)
 }
@@ -79,27 +85,25 @@ where
 pub enum Subprotocol {
     /// MQTT, with the client's exact spelling to echo back.
     Mqtt(HeaderValue),
-    /// AMQP, not served yet.
-    Amqp,
+    /// AMQP, with the client's exact spelling to echo back.
+    Amqp(HeaderValue),
     /// Nothing Courier speaks (or nothing at all).
     Unsupported,
 }
 
 /// Picks the subprotocol from the client's offers; MQTT wins if offered at all.
 pub fn select_subprotocol<'a>(offered: impl IntoIterator<Item = &'a HeaderValue>) -> Subprotocol {
-    let mut amqp = false;
+    let mut amqp = None;
     for token in offered {
         let bytes = token.as_bytes();
         if bytes.eq_ignore_ascii_case(MQTT_SUBPROTOCOL.as_bytes()) {
             return Subprotocol::Mqtt(token.clone());
         }
-        amqp |= bytes.eq_ignore_ascii_case(AMQP_SUBPROTOCOL.as_bytes());
+        if amqp.is_none() && bytes.eq_ignore_ascii_case(AMQP_SUBPROTOCOL.as_bytes()) {
+            amqp = Some(token.clone());
+        }
     }
-    if amqp {
-        Subprotocol::Amqp
-    } else {
-        Subprotocol::Unsupported
-    }
+    amqp.map_or(Subprotocol::Unsupported, Subprotocol::Amqp)
 }
 
 async fn websocket(
@@ -108,14 +112,9 @@ async fn websocket(
     peer: Option<Extension<PeerCertificate>>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let protocol = match select_subprotocol(upgrade.requested_protocols()) {
-        Subprotocol::Mqtt(token) => token,
-        Subprotocol::Amqp => {
-            return argument_invalid(
-                "AMQP over WebSockets (subprotocol AMQPWSB10) is not served yet by this hub; \
-                 use MQTT over WebSockets (subprotocol mqtt), MQTT on port 8883, or HTTPS",
-            )
-        }
+    let (protocol, head) = match select_subprotocol(upgrade.requested_protocols()) {
+        Subprotocol::Mqtt(token) => (token, heads.mqtt),
+        Subprotocol::Amqp(token) => (token, heads.amqp),
         Subprotocol::Unsupported => {
             let offered: Vec<&str> = upgrade
                 .requested_protocols()
@@ -123,7 +122,7 @@ async fn websocket(
                 .collect();
             return argument_invalid(&format!(
                 "no supported WebSocket subprotocol in Sec-WebSocket-Protocol (offered: [{}]); \
-                 this endpoint speaks 'mqtt'",
+                 this endpoint speaks 'mqtt' and 'AMQPWSB10'",
                 offered.join(", ")
             ));
         }
@@ -139,7 +138,7 @@ async fn websocket(
             tracing::debug!(%remote, error = %e, "WebSocket upgrade failed");
         })
         .on_upgrade(move |socket| {
-            (heads.mqtt)(WsConnection {
+            head(WsConnection {
                 stream: WsStream::new(socket),
                 remote,
                 peer_certificate,
@@ -196,11 +195,11 @@ mod tests {
         assert_eq!(
             select_subprotocol(&offers(&["AMQPWSB10", "MQTT"])),
             Subprotocol::Mqtt(HeaderValue::from_static("MQTT")),
-            "MQTT wins over the unserved AMQP"
+            "MQTT wins when both are offered"
         );
         assert_eq!(
-            select_subprotocol(&offers(&["amqpwsb10"])),
-            Subprotocol::Amqp
+            select_subprotocol(&offers(&["wamp", "AMQPWSB10"])),
+            Subprotocol::Amqp(HeaderValue::from_static("AMQPWSB10"))
         );
         assert_eq!(select_subprotocol(&offers(&[])), Subprotocol::Unsupported);
         assert_eq!(
@@ -211,20 +210,7 @@ mod tests {
 
     /// Serves `routes` with an echo head on 127.0.0.1 over plain HTTP.
     async fn echo_server() -> SocketAddr {
-        let router = routes(|mut connection: WsConnection| async move {
-            let mut buf = [0u8; 64];
-            loop {
-                match connection.stream.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => {
-                        if connection.stream.write_all(&buf[..n]).await.is_err() {
-                            return;
-                        }
-                        let _ = connection.stream.flush().await;
-                    }
-                }
-            }
-        });
+        let router = routes(echo, echo);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
@@ -236,6 +222,22 @@ mod tests {
             .unwrap();
         });
         addr
+    }
+
+    /// A head that echoes every byte.
+    async fn echo(mut connection: WsConnection) {
+        let mut buf = [0u8; 64];
+        loop {
+            match connection.stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if connection.stream.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                    let _ = connection.stream.flush().await;
+                }
+            }
+        }
     }
 
     fn request(
@@ -255,15 +257,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn mqtt_clients_get_their_own_token_back_and_a_byte_stream() {
+    async fn clients_get_their_own_token_back_and_a_byte_stream() {
         use futures_util::{SinkExt as _, StreamExt as _};
         let addr = echo_server().await;
-        for (token, query) in [("mqtt", ""), ("MQTT", "?iothub-no-client-cert=true")] {
+        for (token, path) in [
+            ("mqtt", IOTHUB_WEBSOCKET_PATH),
+            ("MQTT", "/$iothub/websocket?iothub-no-client-cert=true"),
+            ("AMQPWSB10", IOTHUB_WEBSOCKET_PATH),
+            ("AMQPWSB10", SERVICEBUS_WEBSOCKET_PATH),
+        ] {
             let (mut socket, response) = tokio::time::timeout(
                 PATIENCE,
                 tokio_tungstenite::connect_async(request(
                     addr,
-                    &format!("{IOTHUB_WEBSOCKET_PATH}{query}"),
+                    path,
                     &[
                         ("sec-websocket-protocol", token),
                         (
@@ -327,21 +334,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn amqp_and_unknown_subprotocols_are_refused_in_iot_hubs_error_shape() {
+    async fn unknown_subprotocols_are_refused_in_iot_hubs_error_shape() {
         let addr = echo_server().await;
-        let (status, code, message) = refused(addr, IOTHUB_WEBSOCKET_PATH, Some("AMQPWSB10")).await;
+        let (status, code, message) = refused(addr, IOTHUB_WEBSOCKET_PATH, None).await;
         assert_eq!((status, code.as_str()), (400, "ArgumentInvalid"));
         assert!(
-            message.starts_with("ErrorCode:ArgumentInvalid;AMQP over WebSockets"),
+            message.starts_with("ErrorCode:ArgumentInvalid;"),
             "{message}"
         );
-        let (status, _, message) =
-            refused(addr, SERVICEBUS_WEBSOCKET_PATH, Some("AMQPWSB10")).await;
-        assert_eq!(status, 400);
-        assert!(message.contains("not served yet"), "{message}");
-
-        let (status, _, message) = refused(addr, IOTHUB_WEBSOCKET_PATH, None).await;
-        assert_eq!(status, 400);
         assert!(message.contains("offered: []"), "{message}");
         let (status, _, message) = refused(addr, IOTHUB_WEBSOCKET_PATH, Some("wamp")).await;
         assert_eq!(status, 400);

@@ -5,7 +5,6 @@
 //! the test sees every packet the hub sends.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -19,11 +18,10 @@ use rumqttc::Connect;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
-use tokio_rustls::rustls;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-use crate::support::{unix_time_in, Hub};
+use crate::support::{tls, unix_time_in, Hub};
 
 const PATIENCE: Duration = Duration::from_secs(20);
 const MAX_PACKET: usize = 1 << 20;
@@ -132,29 +130,6 @@ fn endpoints(hub: &Hub) -> Endpoints {
         https_port: port("httpsPort"),
         ca: PathBuf::from(run["caPath"].as_str().unwrap()),
     }
-}
-
-/// A TLS connection to `port` trusting only the hub's CA.
-async fn tls(port: u16, ca: &PathBuf, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
-    use rustls::pki_types::pem::PemObject as _;
-    use rustls::pki_types::{CertificateDer, ServerName};
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap()
 }
 
 /// MQTT over WebSockets over TLS on the HTTPS port, offering `subprotocol`.

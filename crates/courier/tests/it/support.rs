@@ -66,6 +66,8 @@ fn spawn_serve(dir: &Path, extra: &[&str]) -> Child {
                 "0",
                 "--mqtt-port",
                 "0",
+                "--amqp-port",
+                "0",
                 "--bind",
                 "127.0.0.1",
                 "--hostname",
@@ -214,4 +216,35 @@ fn clear_courier_env(command: &mut Command) {
             command.env_remove(name);
         }
     }
+}
+
+/// A TLS connection to `port` trusting only the hub's CA.
+pub(crate) async fn tls(
+    port: u16,
+    ca: &Path,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use std::sync::Arc;
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap()
 }
