@@ -265,24 +265,35 @@ fn a_hub_killed_mid_stream_keeps_every_acknowledged_send_and_completion() {
     );
     let duplicated: Vec<_> = drained.iter().filter(|(_, n)| **n > 1).take(10).collect();
     assert!(duplicated.is_empty(), "drained twice: {duplicated:?}");
-    let locked_back = l
+    // A message left locked comes back when its lock lapses: after the
+    // restart (drained), or, when the run outlasted the 2 s lock, already
+    // before the kill (redelivered and completed by the receiver).
+    let left_locked: Vec<&String> = l
         .left_locked
         .iter()
         .filter(|id| l.acked_sends.contains(*id))
-        .filter(|id| drained.contains_key(*id))
-        .count();
-    let locked_acked = l
-        .left_locked
+        .collect();
+    assert!(!left_locked.is_empty(), "the scenario left nothing locked");
+    let never_back: Vec<_> = left_locked
         .iter()
-        .filter(|id| l.acked_sends.contains(*id))
+        .filter(|id| {
+            !drained.contains_key(**id)
+                && !l.acked_completions.contains(**id)
+                && !l.in_doubt_completions.contains(**id)
+        })
+        .take(10)
+        .collect();
+    assert!(
+        never_back.is_empty(),
+        "messages left locked never came back: {never_back:?}"
+    );
+    let locked_at_crash = left_locked
+        .iter()
+        .filter(|id| drained.contains_key(**id))
         .count();
     assert!(
-        locked_acked > 0,
-        "the scenario left nothing locked at the crash"
-    );
-    assert_eq!(
-        locked_back, locked_acked,
-        "every message locked at the crash comes back after its lock timeout"
+        locked_at_crash > 0,
+        "no message locked at the crash came back after the restart"
     );
     let in_doubt_back = l
         .in_doubt_completions
@@ -290,10 +301,11 @@ fn a_hub_killed_mid_stream_keeps_every_acknowledged_send_and_completion() {
         .filter(|id| drained.contains_key(*id))
         .count();
     eprintln!(
-        "crash test: {} sends and {} completions acknowledged before SIGKILL, {} messages locked at the crash, {} completions in doubt ({} of them redelivered), {} drained after restart, none lost",
+        "crash test: {} sends and {} completions acknowledged before SIGKILL, {} messages left locked ({} still locked at the crash and back after the restart), {} completions in doubt ({} of them redelivered), {} drained after restart, none lost",
         l.acked_sends.len(),
         l.acked_completions.len(),
-        locked_acked,
+        left_locked.len(),
+        locked_at_crash,
         l.in_doubt_completions.len(),
         in_doubt_back,
         drained.len()
