@@ -35,6 +35,8 @@ pub(crate) enum Command {
     Feedback(FeedbackArgs),
     /// Ask the hub about itself.
     Hub(HubArgs),
+    /// Measure a hub: load generator for C2D throughput and idle connections.
+    Bench(BenchArgs),
 }
 
 /// Which hub to talk to and how to print; accepted anywhere after the command name.
@@ -390,6 +392,121 @@ pub(crate) enum HubCommand {
     Info,
 }
 
+/// `courier bench …`
+#[derive(Args)]
+pub(crate) struct BenchArgs {
+    /// Hub selection and output format.
+    #[command(flatten)]
+    pub(crate) client: ClientArgs,
+    /// What to measure.
+    #[command(subcommand)]
+    pub(crate) command: BenchCommand,
+}
+
+/// The benchmarks.
+#[derive(Subcommand)]
+pub(crate) enum BenchCommand {
+    /// Send M messages to each of N connected devices and measure delivery.
+    C2d(BenchC2dArgs),
+    /// Hold N idle device connections and measure the hub's memory per connection.
+    Idle(BenchIdleArgs),
+}
+
+/// How bench devices connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum BenchTransport {
+    /// MQTT 3.1.1 over TLS.
+    Mqtt,
+}
+
+/// Feedback the bench's messages ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum BenchAck {
+    /// None.
+    None,
+    /// Every outcome; the run counts the feedback records it receives.
+    Full,
+}
+
+/// HTTP version of the bench's service senders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum BenchHttp {
+    /// One HTTP/1.1 connection per sender.
+    #[value(name = "1.1")]
+    Http1,
+    /// All senders on one HTTP/2 connection.
+    #[value(name = "2")]
+    Http2,
+}
+
+/// Flags every bench shares.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct BenchCommonArgs {
+    /// The hub's MQTT-over-TLS port. Default: `mqttPort` from the running hub's run.json.
+    #[arg(long, value_name = "PORT")]
+    pub(crate) mqtt_port: Option<u16>,
+    /// Process id of the hub, for its CPU and RSS. Default: `pid` from the running hub's run.json.
+    #[arg(long, value_name = "PID")]
+    pub(crate) hub_pid: Option<u32>,
+    /// Leave the bench devices (bench-0, bench-1, …) registered after the run.
+    #[arg(long)]
+    pub(crate) keep_devices: bool,
+    /// Worker threads of the load generator. Default: one per core.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) threads: Option<u16>,
+}
+
+/// `courier bench c2d`
+#[derive(Args)]
+#[command(after_long_help = "\
+Creates devices bench-0 … bench-{N-1} with c2dLimits.maxQueueDepth raised to M
+(the hub default of 50 would refuse a flat-out run), connects them, and has S
+senders POST the M×N messages over the HTTPS service API while the devices
+PUBACK each delivery. Reports delivered msg/s (first send → last PUBACK),
+send→receive latency percentiles, errors by kind, and the hub's CPU time per
+message and peak RSS (from /proc, when the hub runs on this machine).
+Exits 1 when a message was not delivered or anything failed.")]
+pub(crate) struct BenchC2dArgs {
+    /// Devices to connect.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub(crate) devices: u32,
+    /// Messages sent to each device.
+    #[arg(long, value_name = "M", default_value_t = 100)]
+    pub(crate) messages: u32,
+    /// Concurrent HTTP senders.
+    #[arg(long, value_name = "S", default_value_t = 64)]
+    pub(crate) senders: u32,
+    /// Target send rate in messages per second. Default: flat out.
+    #[arg(long, value_name = "R", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) rate: Option<u32>,
+    /// How devices connect.
+    #[arg(long, value_enum, default_value_t = BenchTransport::Mqtt)]
+    pub(crate) transport: BenchTransport,
+    /// Feedback asked for; with `full` the run also counts feedback records.
+    #[arg(long, value_enum, default_value_t = BenchAck::None)]
+    pub(crate) ack: BenchAck,
+    /// Bytes per message body (the first 8 carry the send time).
+    #[arg(long, value_name = "BYTES", default_value_t = 64)]
+    pub(crate) body_size: u32,
+    /// HTTP version of the senders.
+    #[arg(long, value_enum, default_value_t = BenchHttp::Http1)]
+    pub(crate) http: BenchHttp,
+    /// Shared bench flags.
+    #[command(flatten)]
+    pub(crate) common: BenchCommonArgs,
+}
+
+/// `courier bench idle`
+#[derive(Args)]
+pub(crate) struct BenchIdleArgs {
+    /// Idle device connections to hold.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub(crate) connections: u32,
+    /// Shared bench flags.
+    #[command(flatten)]
+    pub(crate) common: BenchCommonArgs,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,5 +515,56 @@ mod tests {
     #[test]
     fn the_flag_definitions_are_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn bench_c2d_defaults_are_the_documented_ones() {
+        let cli = Cli::try_parse_from(["courier", "bench", "c2d"]).unwrap();
+        let Command::Bench(BenchArgs {
+            command: BenchCommand::C2d(args),
+            ..
+        }) = cli.command
+        else {
+            panic!("not bench c2d");
+        };
+        assert_eq!((args.devices, args.messages, args.senders), (1000, 100, 64));
+        assert_eq!(args.rate, None);
+        assert_eq!(args.transport, BenchTransport::Mqtt);
+        assert_eq!(args.ack, BenchAck::None);
+        assert!(!args.common.keep_devices);
+    }
+
+    #[test]
+    fn bench_flags_are_checked_by_the_parser() {
+        for bad in [
+            &["courier", "bench", "c2d", "--transport", "amqp"][..],
+            &["courier", "bench", "c2d", "--ack", "positive"],
+            &["courier", "bench", "c2d", "--rate", "0"],
+            &["courier", "bench", "c2d", "--threads", "0"],
+            &["courier", "bench", "idle", "--connections", "-1"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?} was accepted");
+        }
+        let cli = Cli::try_parse_from([
+            "courier",
+            "bench",
+            "idle",
+            "--connections",
+            "10000",
+            "--mqtt-port",
+            "8883",
+            "--json",
+        ])
+        .unwrap();
+        let Command::Bench(BenchArgs {
+            client,
+            command: BenchCommand::Idle(args),
+        }) = cli.command
+        else {
+            panic!("not bench idle");
+        };
+        assert_eq!(args.connections, 10_000);
+        assert_eq!(args.common.mqtt_port, Some(8883));
+        assert!(client.json);
     }
 }

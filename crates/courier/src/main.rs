@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         Command::C2d(a) => a.client.json,
         Command::Feedback(a) => a.client.json,
         Command::Hub(a) => a.client.json,
+        Command::Bench(a) => a.client.json,
     };
     match run(cli) {
         Ok(outcome) => outcome.exit_code(),
@@ -47,6 +48,8 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
             runtime.block_on(courier_server::serve(args))?;
             Ok(Outcome::Success)
         }
+        // The load generator picks its own runtime: it needs every core.
+        Command::Bench(args) => commands::bench::run(&args),
         // A client makes one request at a time; one thread is plenty.
         client_command => tokio::runtime::Builder::new_current_thread()
             .enable_all()

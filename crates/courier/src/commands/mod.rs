@@ -1,6 +1,7 @@
 //! One module per command group; each turns validated settings into API calls
 //! and printed results.
 
+pub(crate) mod bench;
 mod c2d;
 mod device;
 mod feedback;
@@ -40,7 +41,9 @@ impl Outcome {
 /// Runs a client command (anything but `serve`).
 pub(crate) async fn run(command: Command) -> anyhow::Result<Outcome> {
     match command {
-        Command::Serve(_) => anyhow::bail!("`serve` is not a client command"),
+        Command::Serve(_) | Command::Bench(_) => {
+            anyhow::bail!("`serve` and `bench` run on their own runtime")
+        }
         Command::Device(args) => device::run(&args.client, args.command).await,
         Command::C2d(args) => c2d::run(&args.client, args.command).await,
         Command::Feedback(args) => feedback::run(&args).await,

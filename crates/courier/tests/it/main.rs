@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod amqp;
+mod bench;
 mod cli;
 mod crash;
 mod mqtt;

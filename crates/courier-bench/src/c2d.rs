@@ -1,0 +1,344 @@
+//! `courier bench c2d`: devices connected, S senders, M × N messages, measured.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::fleet::{self, PREFIX};
+use crate::http::Service;
+use crate::mqtt::{stamped_body, Counters, DeviceOutcome};
+use crate::options::{AckMode, C2dPlan};
+use crate::process::ProcessSample;
+use crate::report::{C2dReport, ErrorCount, GeneratorUsage, HubUsage, Throughput};
+use crate::stats::{ErrorCounts, Latencies};
+use crate::target::{BenchTarget, Observer, Progress};
+use crate::BenchError;
+
+/// A run gives up waiting when nothing arrives for this long.
+const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the progress line and the hub's RSS are refreshed.
+const TICK: Duration = Duration::from_millis(100);
+/// Feedback receivers running at once (each long-polls, then completes a batch).
+const FEEDBACK_RECEIVERS: usize = 4;
+
+/// Runs the plan against `target` and reports what happened; devices are
+/// deleted at the end unless `plan.keep_devices`.
+pub async fn run_c2d(
+    target: &BenchTarget,
+    plan: &C2dPlan,
+    observer: &dyn Observer,
+) -> Result<C2dReport, BenchError> {
+    plan.validate()?;
+    let port = target.mqtt_port.ok_or(BenchError::NoMqttPort)?;
+    let service = Service::new(target, plan.http)?;
+    let ids = fleet::device_ids(plan.devices);
+    let key = courier_auth::generate_key(&mut rand::thread_rng());
+    // The hub's default depth (50) would refuse most of a flat-out run's sends.
+    let max_queue_depth = plan.messages_per_device;
+    observer.phase(&format!(
+        "creating {} devices {PREFIX}0…{PREFIX}{} with c2dLimits.maxQueueDepth = {max_queue_depth} (hub default 50)",
+        plan.devices,
+        plan.devices - 1
+    ));
+    let result = match fleet::create(&service, &ids, &key, max_queue_depth).await {
+        Ok(()) => measure(target, plan, &service, &ids, &key, port, observer).await,
+        Err(e) => Err(e),
+    };
+    if !plan.keep_devices {
+        observer.phase(&format!("deleting {} devices", ids.len()));
+        let failed = fleet::delete(&service, &ids).await;
+        if failed > 0 {
+            observer.phase(&format!("{failed} bench devices could not be deleted"));
+        }
+    }
+    result.map(|mut report| {
+        report.max_queue_depth = max_queue_depth;
+        report
+    })
+}
+
+async fn measure(
+    target: &BenchTarget,
+    plan: &C2dPlan,
+    service: &Service,
+    ids: &[String],
+    key: &str,
+    port: u16,
+    observer: &dyn Observer,
+) -> Result<C2dReport, BenchError> {
+    let devices_n = ids.len();
+    observer.phase(&format!("connecting {devices_n} devices over MQTT/TLS"));
+    let devices = fleet::connect(target, port, ids, key).await?;
+
+    let counters = Arc::new(Counters::default());
+    let errors = Arc::new(ErrorCounts::default());
+    let (stop, stopped) = watch::channel(false);
+    let epoch = Instant::now();
+    let per_device = usize::try_from(plan.messages_per_device).unwrap_or(usize::MAX);
+    let mut receivers = JoinSet::new();
+    for device in devices {
+        receivers.spawn(device.receive(epoch, per_device, counters.clone(), stopped.clone()));
+    }
+
+    let hub_before = target.hub_pid.map(ProcessSample::read).transpose()?;
+    let generator_before = ProcessSample::read_self().ok();
+    let total = u64::from(plan.total_messages().unwrap_or(u32::MAX));
+    observer.phase(&format!(
+        "sending {total} messages from {} senders{}",
+        plan.senders,
+        plan.rate
+            .map(|r| format!(" at {r} msg/s"))
+            .unwrap_or_default()
+    ));
+
+    let feedback = Arc::new(AtomicU64::new(0));
+    let feedback_done = Arc::new(AtomicBool::new(false));
+    let mut feedback_tasks = JoinSet::new();
+    if plan.ack == AckMode::Full {
+        for _ in 0..FEEDBACK_RECEIVERS {
+            let service = service.clone();
+            let (feedback, done, errors) =
+                (feedback.clone(), feedback_done.clone(), errors.clone());
+            feedback_tasks.spawn(async move {
+                while !done.load(Ordering::Relaxed) {
+                    match service.take_feedback(Duration::from_secs(1), PREFIX).await {
+                        Ok(n) => {
+                            feedback.fetch_add(n, Ordering::Relaxed);
+                        }
+                        Err(e) => errors.add(e.kind, 1),
+                    }
+                }
+            });
+        }
+    }
+
+    let start = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let shared_ids: Arc<[String]> = ids.into();
+    let mut senders = JoinSet::new();
+    for _ in 0..plan.senders {
+        let sender = Sender {
+            service: service.clone(),
+            ids: shared_ids.clone(),
+            next: next.clone(),
+            total,
+            rate: plan.rate.map(|r| f64::from(r.get())),
+            start,
+            epoch,
+            body_bytes: usize::try_from(plan.body_bytes).unwrap_or(8),
+            ack: plan.ack,
+            counters: counters.clone(),
+            errors: errors.clone(),
+        };
+        senders.spawn(sender.run());
+    }
+
+    let mut hub_peak_rss = 0_u64;
+    let sample_hub = |peak: &mut u64| {
+        if let Some(sample) = target.hub_pid.and_then(|pid| ProcessSample::read(pid).ok()) {
+            *peak = (*peak).max(sample.rss_bytes);
+        }
+    };
+    let progress = |counters: &Counters, errors: &ErrorCounts| Progress {
+        sent: counters.sent.load(Ordering::Relaxed),
+        delivered: counters.delivered.load(Ordering::Relaxed),
+        total,
+        errors: errors.total(),
+    };
+    let mut ticker = tokio::time::interval(TICK);
+    let mut last_send: Option<Instant> = None;
+    while !senders.is_empty() {
+        tokio::select! {
+            done = senders.join_next() => {
+                if let Some(Ok(Some(at))) = done {
+                    last_send = Some(last_send.map_or(at, |l| l.max(at)));
+                }
+            }
+            _ = ticker.tick() => {
+                sample_hub(&mut hub_peak_rss);
+                observer.progress(progress(&counters, &errors));
+            }
+        }
+    }
+    let sent = counters.sent.load(Ordering::Relaxed);
+
+    // Every accepted message must reach its device; wait while deliveries move.
+    let mut last_change = (Instant::now(), counters.delivered.load(Ordering::Relaxed));
+    loop {
+        let delivered = counters.delivered.load(Ordering::Relaxed);
+        if delivered >= sent {
+            break;
+        }
+        if delivered != last_change.1 {
+            last_change = (Instant::now(), delivered);
+        } else if last_change.0.elapsed() >= STALL_TIMEOUT {
+            errors.add(
+                format!(
+                    "not delivered (nothing arrived for {} s)",
+                    STALL_TIMEOUT.as_secs()
+                ),
+                sent - delivered,
+            );
+            break;
+        }
+        ticker.tick().await;
+        sample_hub(&mut hub_peak_rss);
+        observer.progress(progress(&counters, &errors));
+    }
+
+    if plan.ack == AckMode::Full {
+        observer.phase("collecting feedback records");
+        let mut last_change = (Instant::now(), feedback.load(Ordering::Relaxed));
+        loop {
+            let records = feedback.load(Ordering::Relaxed);
+            if records >= sent {
+                break;
+            }
+            if records != last_change.1 {
+                last_change = (Instant::now(), records);
+            } else if last_change.0.elapsed() >= STALL_TIMEOUT {
+                errors.add("feedback: records missing", sent - records);
+                break;
+            }
+            ticker.tick().await;
+        }
+        feedback_done.store(true, Ordering::Relaxed);
+        while feedback_tasks.join_next().await.is_some() {}
+    }
+
+    let hub_after = target.hub_pid.map(ProcessSample::read).transpose()?;
+    let generator_after = ProcessSample::read_self().ok();
+    sample_hub(&mut hub_peak_rss);
+    observer.progress(progress(&counters, &errors));
+
+    let _ = stop.send(true);
+    let mut latencies = Latencies::new();
+    let mut outcome = DeviceOutcome::default();
+    while let Some(done) = receivers.join_next().await {
+        let Ok(device) = done else {
+            errors.add("mqtt: device task failed", 1);
+            continue;
+        };
+        latencies.add_all(&device.latencies);
+        outcome.delivered += device.delivered;
+        outcome.redelivered += device.redelivered;
+        outcome.last_ack = outcome.last_ack.max(device.last_ack);
+        if let Some(error) = device.error {
+            errors.add(error, 1);
+        }
+    }
+
+    let delivered = outcome.delivered;
+    let seconds = outcome.last_ack.map_or(0.0, |t| (t - start).as_secs_f64());
+    let send_seconds = last_send.map_or(0.0, |t| (t - start).as_secs_f64());
+    let per_second = |n: u64, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
+    let per_message = |cpu: Duration| {
+        if delivered > 0 {
+            cpu.as_secs_f64() * 1e6 / delivered as f64
+        } else {
+            0.0
+        }
+    };
+    let hub = match (target.hub_pid, hub_before, hub_after) {
+        (Some(pid), Some(before), Some(after)) => {
+            let cpu = after.cpu.saturating_sub(before.cpu);
+            Some(HubUsage {
+                pid,
+                cpu_seconds: cpu.as_secs_f64(),
+                cpu_micros_per_message: per_message(cpu),
+                peak_rss_bytes: hub_peak_rss.max(after.rss_bytes),
+                high_water_rss_bytes: after.peak_rss_bytes,
+            })
+        }
+        _ => None,
+    };
+    let generator_cpu = match (generator_before, generator_after) {
+        (Some(before), Some(after)) => after.cpu.saturating_sub(before.cpu),
+        _ => Duration::ZERO,
+    };
+    Ok(C2dReport {
+        transport: plan.transport,
+        devices: plan.devices,
+        messages_per_device: plan.messages_per_device,
+        senders: plan.senders,
+        rate: plan.rate.map(|r| r.get()),
+        http: plan.http,
+        ack: plan.ack,
+        body_bytes: plan.body_bytes,
+        max_queue_depth: plan.messages_per_device,
+        sent,
+        delivered,
+        redelivered: outcome.redelivered,
+        feedback_records: (plan.ack == AckMode::Full).then(|| feedback.load(Ordering::Relaxed)),
+        throughput: Throughput {
+            seconds,
+            delivered_per_second: per_second(delivered, seconds),
+            send_seconds,
+            sent_per_second: per_second(sent, send_seconds),
+        },
+        latency: latencies.report(),
+        errors: errors
+            .snapshot()
+            .into_iter()
+            .map(|(kind, count)| ErrorCount { kind, count })
+            .collect(),
+        hub,
+        generator: GeneratorUsage {
+            cpu_seconds: generator_cpu.as_secs_f64(),
+            cpu_micros_per_message: per_message(generator_cpu),
+        },
+    })
+}
+
+/// One service sender: takes the next message number, waits for its slot
+/// when a rate is set, and sends it to device `number % devices`.
+struct Sender {
+    service: Service,
+    ids: Arc<[String]>,
+    next: Arc<AtomicU64>,
+    total: u64,
+    rate: Option<f64>,
+    start: Instant,
+    epoch: Instant,
+    body_bytes: usize,
+    ack: AckMode,
+    counters: Arc<Counters>,
+    errors: Arc<ErrorCounts>,
+}
+
+impl Sender {
+    /// Sends until every message is taken; returns when its last success was answered.
+    async fn run(self) -> Option<Instant> {
+        let mut last_ok = None;
+        let devices = self.ids.len() as u64;
+        loop {
+            let number = self.next.fetch_add(1, Ordering::Relaxed);
+            if number >= self.total {
+                return last_ok;
+            }
+            if let Some(rate) = self.rate {
+                let due = self.start + Duration::from_secs_f64(number as f64 / rate);
+                tokio::time::sleep_until(due.into()).await;
+            }
+            let Some(device) = usize::try_from(number % devices)
+                .ok()
+                .and_then(|i| self.ids.get(i))
+            else {
+                return last_ok;
+            };
+            let stamp = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            let body = Bytes::from(stamped_body(self.body_bytes, stamp));
+            match self.service.send(device, body, self.ack).await {
+                Ok(()) => {
+                    self.counters.sent.fetch_add(1, Ordering::Relaxed);
+                    last_ok = Some(Instant::now());
+                }
+                Err(e) => self.errors.add(e.kind, 1),
+            }
+        }
+    }
+}

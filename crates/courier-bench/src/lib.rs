@@ -1,0 +1,74 @@
+//! Courier's load generator, the engine behind `courier bench`: it registers
+//! bench devices over the registry API, connects them as MQTT devices over
+//! TLS, sends cloud-to-device messages from concurrent service senders over
+//! the HTTPS service API, and measures what the hub delivers (messages per
+//! second, send→receive latency percentiles, errors by kind) and what the
+//! hub's process spends doing it (CPU seconds, RSS, from `/proc`).
+//!
+//! It is a client like any other: it must not hold business logic of the hub
+//! or reach into its store, and it must stay lean, because it shares the
+//! machine's cores with the hub it measures (`shared/PERFORMANCE.md`): one task
+//! per device connection, PUBACKs batched per read, no per-message task,
+//! channel or timer.
+
+mod c2d;
+mod fleet;
+mod http;
+mod idle;
+mod mqtt;
+mod options;
+mod process;
+mod report;
+mod stats;
+mod target;
+
+pub use c2d::run_c2d;
+pub use idle::run_idle;
+pub use options::{
+    AckMode, C2dPlan, HttpVersion, IdlePlan, OptionsError, Transport, MAX_BODY_BYTES, MAX_DEVICES,
+    MIN_BODY_BYTES,
+};
+pub use process::{ProcessSample, ProcessSampleError};
+pub use report::{
+    C2dReport, ErrorCount, GeneratorUsage, HubUsage, IdleReport, LatencyReport, Throughput,
+};
+pub use target::{BenchTarget, Observer, Progress, Silent};
+
+/// Why a bench run could not be carried out (as opposed to errors counted in a report).
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The plan is not runnable.
+    #[error(transparent)]
+    Options(#[from] OptionsError),
+    /// The CA certificate could not be used.
+    #[error("the CA certificate(s) cannot be used: {0}")]
+    Ca(String),
+    /// The HTTPS client could not be built.
+    #[error("cannot set up the HTTPS client")]
+    HttpClient(#[source] reqwest::Error),
+    /// A SAS token could not be signed.
+    #[error("cannot sign a SAS token with the policy's key")]
+    Sign(#[source] courier_auth::SasError),
+    /// The hub has no MQTT port to connect to.
+    #[error("no MQTT port: the hub's run.json names none; pass --mqtt-port")]
+    NoMqttPort,
+    /// A bench device could not be created.
+    #[error("cannot create bench device '{device}': {reason}")]
+    CreateDevice {
+        /// The device.
+        device: String,
+        /// What the hub or the transport said.
+        reason: String,
+    },
+    /// A device could not connect or subscribe.
+    #[error("device '{device}' could not connect over MQTT: {reason}")]
+    Connect {
+        /// The device.
+        device: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The hub's process could not be read.
+    #[error(transparent)]
+    Process(#[from] ProcessSampleError),
+}

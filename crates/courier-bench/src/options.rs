@@ -1,0 +1,258 @@
+//! What a bench run should do, validated before anything touches the hub.
+
+use std::num::NonZeroU32;
+
+use serde::Serialize;
+
+/// How bench devices connect to the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// MQTT 3.1.1 over TLS (port 8883 by default), as the IoT SDKs connect.
+    Mqtt,
+}
+
+impl Transport {
+    /// The name used on the command line and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mqtt => "mqtt",
+        }
+    }
+}
+
+/// The feedback each sent message asks for (`iothub-ack`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AckMode {
+    /// No feedback.
+    None,
+    /// Feedback for every outcome; the run counts the records it receives.
+    Full,
+}
+
+impl AckMode {
+    /// The `iothub-ack` header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Full => "full",
+        }
+    }
+}
+
+/// The HTTP version the service senders speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum HttpVersion {
+    /// One HTTP/1.1 connection per sender.
+    #[serde(rename = "1.1")]
+    Http1,
+    /// Every sender multiplexed on one HTTP/2 connection.
+    #[serde(rename = "2")]
+    Http2,
+}
+
+/// Largest number of bench devices in one run (the hub's per-listener connection cap).
+pub const MAX_DEVICES: u32 = 10_000;
+/// Smallest body: it carries the send timestamp (8 bytes).
+pub const MIN_BODY_BYTES: u32 = 8;
+/// Largest body the bench sends (IoT Hub's C2D limit).
+pub const MAX_BODY_BYTES: u32 = 64 * 1024;
+
+/// A plan that cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptionsError {
+    /// Zero or too many devices.
+    #[error("--devices must be between 1 and {MAX_DEVICES}, not {0}")]
+    Devices(u32),
+    /// Zero messages.
+    #[error("--messages must be at least 1")]
+    Messages,
+    /// Zero senders.
+    #[error("--senders must be at least 1")]
+    Senders,
+    /// A body too small for the timestamp or too large for the hub.
+    #[error("--body-size must be between {MIN_BODY_BYTES} and {MAX_BODY_BYTES} bytes, not {0}")]
+    BodySize(u32),
+    /// More messages than the bench can count.
+    #[error("--devices × --messages must stay under 2^32 messages")]
+    TooManyMessages,
+    /// Zero or too many idle connections.
+    #[error("--connections must be between 1 and {MAX_DEVICES}, not {0}")]
+    Connections(u32),
+}
+
+/// A `courier bench c2d` run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct C2dPlan {
+    /// Bench devices `bench-0` … `bench-{devices-1}`.
+    pub devices: u32,
+    /// Messages sent to each device.
+    pub messages_per_device: u32,
+    /// Concurrent service senders.
+    pub senders: u32,
+    /// Target send rate in messages per second; flat out when `None`.
+    pub rate: Option<NonZeroU32>,
+    /// How devices connect.
+    pub transport: Transport,
+    /// Feedback asked for.
+    pub ack: AckMode,
+    /// Bytes per message body (the first 8 carry the send timestamp).
+    pub body_bytes: u32,
+    /// HTTP version of the senders.
+    pub http: HttpVersion,
+    /// Leave the bench devices registered after the run.
+    pub keep_devices: bool,
+}
+
+impl C2dPlan {
+    /// The plan with the documented defaults: 1,000 devices × 100 messages, 64 senders.
+    pub fn new() -> Self {
+        Self {
+            devices: 1000,
+            messages_per_device: 100,
+            senders: 64,
+            rate: None,
+            transport: Transport::Mqtt,
+            ack: AckMode::None,
+            body_bytes: 64,
+            http: HttpVersion::Http1,
+            keep_devices: false,
+        }
+    }
+
+    /// Checks the plan; every run calls this first.
+    pub fn validate(&self) -> Result<(), OptionsError> {
+        if self.devices == 0 || self.devices > MAX_DEVICES {
+            return Err(OptionsError::Devices(self.devices));
+        }
+        if self.messages_per_device == 0 {
+            return Err(OptionsError::Messages);
+        }
+        if self.senders == 0 {
+            return Err(OptionsError::Senders);
+        }
+        if !(MIN_BODY_BYTES..=MAX_BODY_BYTES).contains(&self.body_bytes) {
+            return Err(OptionsError::BodySize(self.body_bytes));
+        }
+        self.total_messages()
+            .map(|_| ())
+            .ok_or(OptionsError::TooManyMessages)
+    }
+
+    /// Devices × messages, when it fits the bench's counters.
+    pub fn total_messages(&self) -> Option<u32> {
+        self.devices.checked_mul(self.messages_per_device)
+    }
+}
+
+impl Default for C2dPlan {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A `courier bench idle` run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdlePlan {
+    /// Idle device connections to hold.
+    pub connections: u32,
+    /// Leave the bench devices registered after the run.
+    pub keep_devices: bool,
+}
+
+impl IdlePlan {
+    /// Checks the plan.
+    pub fn validate(&self) -> Result<(), OptionsError> {
+        if self.connections == 0 || self.connections > MAX_DEVICES {
+            return Err(OptionsError::Connections(self.connections));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_runnable() {
+        let plan = C2dPlan::new();
+        assert_eq!(plan.validate(), Ok(()));
+        assert_eq!(plan.total_messages(), Some(100_000));
+    }
+
+    #[test]
+    fn empty_or_oversized_plans_are_refused() {
+        let base = C2dPlan::new();
+        let cases = [
+            (
+                C2dPlan {
+                    devices: 0,
+                    ..base.clone()
+                },
+                OptionsError::Devices(0),
+            ),
+            (
+                C2dPlan {
+                    devices: MAX_DEVICES + 1,
+                    ..base.clone()
+                },
+                OptionsError::Devices(MAX_DEVICES + 1),
+            ),
+            (
+                C2dPlan {
+                    messages_per_device: 0,
+                    ..base.clone()
+                },
+                OptionsError::Messages,
+            ),
+            (
+                C2dPlan {
+                    senders: 0,
+                    ..base.clone()
+                },
+                OptionsError::Senders,
+            ),
+            (
+                C2dPlan {
+                    body_bytes: 7,
+                    ..base.clone()
+                },
+                OptionsError::BodySize(7),
+            ),
+            (
+                C2dPlan {
+                    body_bytes: MAX_BODY_BYTES + 1,
+                    ..base.clone()
+                },
+                OptionsError::BodySize(MAX_BODY_BYTES + 1),
+            ),
+            (
+                C2dPlan {
+                    devices: 10_000,
+                    messages_per_device: u32::MAX / 1000,
+                    ..base.clone()
+                },
+                OptionsError::TooManyMessages,
+            ),
+        ];
+        for (plan, expected) in cases {
+            assert_eq!(plan.validate(), Err(expected));
+        }
+    }
+
+    #[test]
+    fn idle_connections_are_bounded_by_the_hubs_connection_cap() {
+        let plan = |connections| IdlePlan {
+            connections,
+            keep_devices: false,
+        };
+        assert_eq!(plan(MAX_DEVICES).validate(), Ok(()));
+        assert_eq!(plan(0).validate(), Err(OptionsError::Connections(0)));
+        assert_eq!(
+            plan(MAX_DEVICES + 1).validate(),
+            Err(OptionsError::Connections(MAX_DEVICES + 1))
+        );
+    }
+}
