@@ -90,6 +90,9 @@ pub struct RunFile {
     /// The MQTT-over-TLS port actually bound; absent in files of older versions.
     #[serde(default)]
     pub mqtt_port: Option<u16>,
+    /// The AMQP-over-TLS port actually bound; absent in files of older versions.
+    #[serde(default)]
+    pub amqp_port: Option<u16>,
 }
 
 impl DataDir {
@@ -374,7 +377,7 @@ mod tests {
         )
         .unwrap();
         let run = dir.load_run().unwrap().unwrap();
-        assert_eq!((run.pid, run.mqtt_port), (7, None));
+        assert_eq!((run.pid, run.mqtt_port, run.amqp_port), (7, None, None));
     }
 
     #[test]
@@ -390,6 +393,7 @@ mod tests {
             https_endpoint: "https://localhost:8443".into(),
             ca_path: Some(dir.ca_cert_path()),
             mqtt_port: Some(8883),
+            amqp_port: Some(5671),
         };
         dir.write_run(&run).unwrap();
         assert_eq!(dir.load_run().unwrap(), Some(run));

@@ -201,6 +201,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         https_endpoint: format!("https://{}:{}", config.hostname, https_addr.port()),
         ca_path: tls_files.ca.as_deref().map(absolute),
         mqtt_port: Some(mqtt_addr.port()),
+        amqp_port: Some(amqp_addr.port()),
     };
     data.write_run(&run).context("cannot write run.json")?;
     let addrs = Addrs {

@@ -355,6 +355,7 @@ mod tests {
                 https_endpoint: format!("https://{host}:{port}"),
                 ca_path: Some(PathBuf::from("/run/ca.pem")),
                 mqtt_port: None,
+                amqp_port: None,
             }),
             ca_path: Some(PathBuf::from("/data/tls/ca.pem")),
         }

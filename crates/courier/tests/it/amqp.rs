@@ -25,8 +25,7 @@ async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(PATIENCE, f).await.expect("timed out")
 }
 
-/// Where the hub listens: AMQP from the banner (run.json has no AMQP port
-/// yet), HTTPS and the CA from run.json; and the owner policy's key.
+/// Where the hub listens (run.json) and the owner policy's key (hub.json).
 struct Endpoints {
     amqp_port: u16,
     https_port: u16,
@@ -35,24 +34,22 @@ struct Endpoints {
 }
 
 fn endpoints(hub: &Hub) -> Endpoints {
-    let log = hub.log_containing("Press Ctrl-C to stop.");
-    let amqp_port = log
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("AMQP    amqps://localhost:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no AMQP line in the banner:\n{log}"));
-    let owner_key = log
-        .split("SharedAccessKey=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no owner connection string in the banner:\n{log}"))
+    let read = |name: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(hub.data_dir().join(name)).unwrap()).unwrap()
+    };
+    let run = read("run.json");
+    let port = |key: &str| u16::try_from(run[key].as_u64().unwrap()).unwrap();
+    let owner_key = read("hub.json")["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["keyName"] == "iothubowner")
+        .and_then(|p| p["primaryKey"].as_str())
+        .unwrap()
         .to_owned();
-    let run: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(hub.data_dir().join("run.json")).unwrap()).unwrap();
     Endpoints {
-        amqp_port,
-        https_port: u16::try_from(run["httpsPort"].as_u64().unwrap()).unwrap(),
+        amqp_port: port("amqpPort"),
+        https_port: port("httpsPort"),
         ca: PathBuf::from(run["caPath"].as_str().unwrap()),
         owner_key,
     }
