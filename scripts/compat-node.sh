@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Compatibility test with the official Azure IoT Node SDKs: the device SDK over
-# HTTPS, MQTT (8883) and MQTT over WebSockets (443), and the service SDK's registry.
+# HTTPS, MQTT (8883), MQTT over WebSockets (443), AMQP (5671) and AMQP over
+# WebSockets (443), and the service SDK's registry (HTTPS), C2D send and
+# feedback (AMQP and AMQP over WebSockets).
 #
-# Installs compat/node's pinned npm packages, starts `courier serve` (HTTPS and
-# MQTT-over-WebSockets on 443, MQTT on 8883) with a throwaway data dir, runs
-# `node --test` on compat/node, and always stops the hub. The ports are not a
-# choice: the SDK's transports have no port setting.
+# Installs compat/node's pinned npm packages, starts `courier serve` (HTTPS,
+# MQTT-over-WebSockets and AMQP-over-WebSockets on 443, MQTT on 8883, AMQP on
+# 5671) with a throwaway data dir, runs `node --test` on compat/node, and always
+# stops the hub. The ports are not a choice: the SDKs' transports have no port
+# setting.
 #
 # Environment: see scripts/lib/hub.sh (COURIER_BIN, COURIER_COMPAT_SKIP_NONROOT,
 # COURIER_COMPAT_KEEP, COURIER_READY_TIMEOUT).
@@ -18,7 +21,8 @@ HUB_SCRIPT_NAME=compat-node
 # shellcheck source=scripts/lib/hub.sh
 source "$repo_root/scripts/lib/hub.sh"
 
-hub_require_port_access "the Node SDK always connects to port 443 (HTTPS, MQTT over WebSockets) and 8883 (MQTT)" 443 8883
+hub_require_port_access "the Node SDKs always connect to port 443 (HTTPS, MQTT and AMQP over WebSockets), 8883 (MQTT) and 5671 (AMQP)" 443 8883 5671
+hub_require_free_ports 443 8883 5671
 
 command -v node >/dev/null || hub_die "node is not installed (scripts/test-all.sh installs it)"
 command -v npm >/dev/null || hub_die "npm is not installed (scripts/test-all.sh installs it)"
@@ -37,8 +41,9 @@ else
 fi
 
 hub_resolve_bin
-hub_start --https-port 443 --mqtt-port 8883
-# The service SDK's REST client has no CA option; Node reads this at start.
+hub_start --https-port 443 --mqtt-port 8883 --amqp-port 5671
+# The service SDK's REST client and AMQP transport have no CA option; Node
+# reads this at start.
 export NODE_EXTRA_CA_CERTS=$HUB_DATA_DIR/tls/ca.pem
 
 # One test file at a time: several files read the hub's feedback queue, and a

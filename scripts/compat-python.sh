@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Compatibility test with the official Azure IoT Python device SDK over MQTT (8883)
-# and MQTT over WebSockets (443).
+# Compatibility test with the official Azure IoT Python SDKs: the device SDK over
+# MQTT (8883) and MQTT over WebSockets (443), and the service SDK's registry
+# (HTTPS) and C2D send over AMQP (5671) and AMQP over WebSockets (443).
 #
 # Creates compat/python/.venv (git-ignored) and installs compat/python's pinned
 # requirements into it when they changed, starts `courier serve` (MQTT on 8883,
-# HTTPS and MQTT-over-WebSockets on 443) with a throwaway data dir, runs pytest on
-# compat/python, and always stops the hub. The ports are not a choice: the SDK
-# hard-codes them.
+# AMQP on 5671, HTTPS and MQTT/AMQP-over-WebSockets on 443) with a throwaway
+# data dir, runs pytest on compat/python, and always stops the hub. The ports
+# are not a choice: the SDKs hard-code them.
 #
 # Environment: see scripts/lib/hub.sh (COURIER_BIN, COURIER_COMPAT_SKIP_NONROOT,
 # COURIER_COMPAT_KEEP, COURIER_READY_TIMEOUT), and
@@ -20,7 +21,8 @@ HUB_SCRIPT_NAME=compat-python
 # shellcheck source=scripts/lib/hub.sh
 source "$repo_root/scripts/lib/hub.sh"
 
-hub_require_port_access "the Python SDK always connects to port 8883 (MQTT) and 443 (MQTT over WebSockets)" 443 8883
+hub_require_port_access "the Python SDKs always connect to port 8883 (MQTT), 5671 (AMQP) and 443 (HTTPS, MQTT and AMQP over WebSockets)" 443 8883 5671
+hub_require_free_ports 443 8883 5671
 
 python=${COURIER_PYTHON:-python3}
 command -v "$python" >/dev/null || hub_die "$python is not installed (scripts/test-all.sh installs python3)"
@@ -66,8 +68,10 @@ else
 fi
 
 hub_resolve_bin
-hub_start --https-port 443 --mqtt-port 8883
+hub_start --https-port 443 --mqtt-port 8883 --amqp-port 5671
 # The service SDK's REST client (requests) trusts the hub's CA through this.
+# Its AMQP client (uAMQP) ignores it: test_amqp_service.py points uAMQP at
+# the CA itself (see the note there).
 export REQUESTS_CA_BUNDLE=$COURIER_DATA_DIR/tls/ca.pem
 
 status=0

@@ -63,10 +63,25 @@ export function jsonDocuments(stdout) {
   }
 }
 
-/** Creates a fresh device and returns its id and connection string. */
-export function createDevice(scenario) {
+/**
+ * The hub owner policy's connection string (from the data dir's hub.json), as a
+ * back-end service would hold it.
+ */
+export function ownerConnectionString() {
+  assert.ok(COURIER_DATA_DIR, 'COURIER_DATA_DIR must name the running hub\'s data dir (scripts/compat-node.sh sets it)');
+  const hub = JSON.parse(readFileSync(path.join(COURIER_DATA_DIR, 'hub.json'), 'utf8'));
+  const owner = hub.policies.find((p) => p.keyName === 'iothubowner');
+  assert.ok(owner, 'hub.json has no iothubowner policy');
+  return `HostName=${hub.hostName};SharedAccessKeyName=iothubowner;SharedAccessKey=${owner.primaryKey}`;
+}
+
+/**
+ * Creates a fresh device and returns its id and connection string; `createArgs`
+ * go to `courier device create` (e.g. per-device C2D settings).
+ */
+export function createDevice(scenario, createArgs = []) {
   const deviceId = `compat-node-${scenario}-${randomUUID().slice(0, 8)}`;
-  const created = jsonDocuments(courier('device', 'create', deviceId, '--json'));
+  const created = jsonDocuments(courier('device', 'create', deviceId, ...createArgs, '--json'));
   assert.ok(JSON.stringify(created).includes(deviceId), `device create did not report ${deviceId}: ${JSON.stringify(created)}`);
   const out = courier('device', 'connection-string', deviceId);
   const connectionString = out.match(/HostName=[^;\s]+;DeviceId=[^;\s]+;SharedAccessKey=[^;\s]+/)?.[0];

@@ -6,7 +6,7 @@ statistics, delete), purge of a device's C2D queue, and feedback over HTTP.
 The SDK's REST client (msrest over requests) has no CA option:
 scripts/compat-python.sh points REQUESTS_CA_BUNDLE at the hub's CA. Port 443,
 as the SDK hard-codes it. Messages are sent and received through the `courier`
-CLI (the SDK sends C2D only over AMQP, which Courier does not serve yet).
+CLI; test_amqp_service.py covers the SDK's own C2D send, over AMQP.
 
 Environment: COURIER_BIN, COURIER_DATA_DIR (set by scripts/compat-python.sh).
 """

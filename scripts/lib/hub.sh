@@ -6,6 +6,7 @@
 # The caller sets HUB_SCRIPT_NAME (prefix of every message) before sourcing,
 # runs under `set -euo pipefail`, and then calls, in this order:
 #   hub_require_port_access WHY PORT...   exits unless this user may bind each PORT
+#   hub_require_free_ports PORT...        exits if something already listens on a PORT
 #   hub_resolve_bin                       sets and exports COURIER_BIN (builds it if unset)
 #   hub_start SERVE_ARGS...               makes the data dir, installs the EXIT trap,
 #                                         starts `courier serve`, waits for run.json
@@ -56,6 +57,23 @@ hub_require_port_access() {
             hub_die "run as root, or set COURIER_COMPAT_SKIP_NONROOT=1 to skip"
         fi
     done
+}
+
+# Exits naming the listener if something already listens on one of the TCP
+# PORTs (another hub, or a compat run in progress): the hub would fail to bind,
+# and this says why before a build. Without `ss` the hub's own bind error (in
+# the log tail printed on failure) has to do.
+hub_require_free_ports() {
+    command -v ss >/dev/null || return 0
+    local port listeners busy=0
+    for port in "$@"; do
+        listeners=$(ss -Hltnp "sport = :$port" 2>/dev/null || true)
+        if [[ -n $listeners ]]; then
+            printf '%s: port %s is in use:\n%s\n' "$HUB_SCRIPT_NAME" "$port" "$listeners" >&2
+            busy=1
+        fi
+    done
+    ((busy == 0)) || hub_die "the hub needs these ports; stop what listens there (or wait for it), then rerun"
 }
 
 # Sets COURIER_BIN to an absolute path and exports it.

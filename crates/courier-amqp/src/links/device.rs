@@ -18,6 +18,7 @@ use courier_core::{DeviceId, LockToken};
 use fe2o3_amqp::link::{SendError, Sender};
 use fe2o3_amqp::types::messaging::Outcome;
 use fe2o3_amqp::Sendable;
+use futures_util::future::{Fuse, FusedFuture, FutureExt};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::watch;
 use tracing::debug;
@@ -46,10 +47,17 @@ pub(super) async fn run(
     let mut in_flight = FuturesUnordered::new();
     let mut locked: HashSet<LockToken> = HashSet::new();
     let mut lapsed_token = false;
+    // The pending receive lives across loop turns: dropping it when another
+    // branch wins could drop a message the hub has just locked for it, which
+    // would then stay invisible until its lock lapses.
+    let receive = Fuse::terminated();
+    tokio::pin!(receive);
     loop {
-        let room = in_flight.len() < config.max_in_flight.max(1);
+        if receive.is_terminated() && in_flight.len() < config.max_in_flight.max(1) {
+            receive.set(hub.receive_wait(&id, config.poll_interval).fuse());
+        }
         tokio::select! {
-            d = hub.receive_wait(&id, config.poll_interval), if room => {
+            d = &mut receive, if !receive.is_terminated() => {
                 let delivery = match d {
                     Ok(Some(d)) => d,
                     Ok(None) => continue,
