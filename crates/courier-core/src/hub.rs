@@ -512,6 +512,33 @@ impl HubState {
         Ok(())
     }
 
+    /// Unlocks the message locked by `token` without counting a delivery:
+    /// the delivery never reached the device (its receiver went away before
+    /// the answer could be handed over).
+    pub fn release(
+        &mut self,
+        now: Timestamp,
+        id: &DeviceId,
+        token: LockToken,
+        out: &mut Vec<HubEvent>,
+    ) -> Result<(), HubError> {
+        self.device_entry(id)?;
+        self.sweep_device(now, id, out);
+        let entry = self.device_entry(id)?;
+        let event = entry
+            .queue
+            .decide_release(token)
+            .map_err(|_| HubError::LockLost)?;
+        self.emit(
+            out,
+            HubEvent::Queue {
+                device_id: id.clone(),
+                event,
+            },
+        );
+        Ok(())
+    }
+
     /// Removes every message of a device; returns how many.
     pub fn purge(
         &mut self,

@@ -329,6 +329,18 @@ impl<P: Clone> LockedQueue<P> {
         Ok(return_or_dead_letter(seq, count, policy, now))
     }
 
+    /// The event unlocking the item locked by `token` without counting a
+    /// delivery: for a delivery that never reached its receiver (it went
+    /// away before the answer could be handed over).
+    pub fn decide_release(&self, token: LockToken) -> Result<QueueEvent<P>, LockLost> {
+        let seq = *self.locks.get(&token).ok_or(LockLost)?;
+        let item = self.items.get(&seq).ok_or(LockLost)?;
+        Ok(QueueEvent::Returned {
+            seq,
+            delivery_count: item.delivery_count,
+        })
+    }
+
     /// Events removing every item as `Purged`.
     pub fn decide_purge(&self, now: Timestamp) -> Vec<QueueEvent<P>> {
         self.items

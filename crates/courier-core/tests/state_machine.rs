@@ -31,6 +31,10 @@ enum Op {
         dev: usize,
         pick: usize,
     },
+    Release {
+        dev: usize,
+        pick: usize,
+    },
     Reject {
         dev: usize,
         pick: usize,
@@ -79,6 +83,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (dev.clone(), 0usize..8).prop_map(|(dev, pick)| Op::Complete { dev, pick }),
         2 => (dev.clone(), 0usize..8).prop_map(|(dev, pick)| Op::Reject { dev, pick }),
         2 => (dev.clone(), 0usize..8).prop_map(|(dev, pick)| Op::Abandon { dev, pick }),
+        1 => (dev.clone(), 0usize..8).prop_map(|(dev, pick)| Op::Release { dev, pick }),
         1 => dev.clone().prop_map(|dev| Op::StaleSettle { dev }),
         1 => dev.clone().prop_map(|dev| Op::Purge { dev }),
         1 => dev.prop_map(|dev| Op::Recreate { dev }),
@@ -300,6 +305,31 @@ fn run(ops: Vec<Op>, mode: DeliveryCountMode) {
                 // A lock may have lapsed or the message expired or been purged.
                 if let Err(e) = r {
                     assert_eq!(e, courier_core::HubError::LockLost);
+                }
+            }
+            Op::Release { dev, pick } => {
+                if held[dev].is_empty() {
+                    continue;
+                }
+                let n = held[dev].len();
+                let t = held[dev].remove(pick % n);
+                let counts = |s: &HubState| -> Vec<(SequenceNumber, u32)> {
+                    s.device(&ids[dev])
+                        .unwrap()
+                        .queue
+                        .items()
+                        .map(|i| (i.seq, i.delivery_count))
+                        .collect()
+                };
+                let mut swept = Vec::new();
+                state.tick(now, &mut swept);
+                audit.observe(&swept);
+                log.extend(swept);
+                let before = counts(&state);
+                match state.release(now, &ids[dev], t, &mut out) {
+                    // Back in the queue, its delivery count unchanged.
+                    Ok(()) => assert_eq!(counts(&state), before),
+                    Err(e) => assert_eq!(e, courier_core::HubError::LockLost),
                 }
             }
             Op::StaleSettle { dev } => {

@@ -40,6 +40,8 @@ pub(crate) enum Settle {
     Complete,
     Reject,
     Abandon,
+    /// Unlock without counting a delivery (the receiver never got it).
+    Release,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
@@ -165,6 +167,37 @@ fn defer<T: Send + 'static>(reply: Reply<T>, result: Result<T, Error>) -> Deferr
     })
 }
 
+/// Like [`defer`] for a receive: when the caller has gone away (an HTTP
+/// client disconnected, a head dropped its pending receive), the message it
+/// would have got is released back to the queue at once, without counting a
+/// delivery, instead of staying invisible until its lock lapses.
+fn defer_delivery(
+    reply: Reply<Option<courier_core::Delivery>>,
+    result: Result<Option<courier_core::Delivery>, Error>,
+    engine: mpsc::WeakSender<Command>,
+) -> Deferred {
+    Box::new(move |commit: Result<(), Error>| {
+        let answer = match (commit, result) {
+            (Ok(()), r) => r,
+            (Err(_), Err(refusal)) => Err(refusal),
+            (Err(e), Ok(_)) => Err(e),
+        };
+        if let Err(Ok(Some(delivery))) = reply.send(answer) {
+            if let Some(tx) = engine.upgrade() {
+                let (reply, _) = oneshot::channel();
+                // If the engine is too busy to take it now, the lock lapses
+                // as it would have anyway.
+                let _ = tx.try_send(Command::Settle {
+                    id: delivery.device_id,
+                    token: delivery.lock_token,
+                    how: Settle::Release,
+                    reply,
+                });
+            }
+        }
+    })
+}
+
 /// The engine: state, store, and the bookkeeping around them.
 pub(crate) struct Engine {
     pub(crate) state: HubState,
@@ -172,6 +205,9 @@ pub(crate) struct Engine {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) rx: mpsc::Receiver<Command>,
+    /// Lets deferred answers send commands back (releases) without keeping
+    /// the channel open once every handle is gone.
+    pub(crate) weak_tx: mpsc::WeakSender<Command>,
     pub(crate) last_activity: HashMap<DeviceId, Timestamp>,
     pub(crate) checkpoint_after_bytes: u64,
     pub(crate) checkpoint_running: Arc<AtomicBool>,
@@ -307,7 +343,7 @@ impl Engine {
                 if r.is_ok() {
                     self.last_activity.insert(id, now);
                 }
-                deferred.push(defer(reply, r));
+                deferred.push(defer_delivery(reply, r, self.weak_tx.clone()));
             }
             Command::Settle {
                 id,
@@ -319,6 +355,7 @@ impl Engine {
                     Settle::Complete => self.state.complete(now, &id, token, events),
                     Settle::Reject => self.state.reject(now, &id, token, events),
                     Settle::Abandon => self.state.abandon(now, &id, token, events),
+                    Settle::Release => self.state.release(now, &id, token, events),
                 }
                 .map_err(Error::from);
                 if r.is_ok() {

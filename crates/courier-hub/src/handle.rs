@@ -124,6 +124,7 @@ impl Hub {
             clock,
             shared: shared.clone(),
             rx,
+            weak_tx: tx.downgrade(),
             last_activity: HashMap::new(),
             checkpoint_after_bytes: options.checkpoint_after_bytes,
             checkpoint_running: Arc::new(AtomicBool::new(false)),

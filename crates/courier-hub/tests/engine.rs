@@ -249,3 +249,38 @@ async fn a_full_queue_refuses_with_403004_and_loses_nothing() {
     );
     stop(hub, task).await;
 }
+
+#[tokio::test]
+async fn a_receive_whose_caller_went_away_releases_the_message_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock(AtomicI64::new(1_700_000_000_000)));
+    let dev = DeviceId::new("dev1").unwrap();
+    let (hub, task) = open(dir.path(), clock);
+    hub.put_device(dev.clone(), DeviceSpec::default(), IfMatch::Absent)
+        .await
+        .unwrap();
+    hub.send(&dev, msg("m1", AckMode::None)).await.unwrap();
+    // Polled once, the receive is queued to the engine; then the caller is
+    // gone (as an HTTP client that disconnects) before the answer arrives.
+    let dropped_pending = tokio::select! {
+        biased;
+        _ = hub.receive(&dev) => false,
+        () = std::future::ready(()) => true,
+    };
+    assert!(
+        dropped_pending,
+        "the receive must still be pending when dropped"
+    );
+    // The manual clock never moves: only a release can bring it back.
+    let got = hub
+        .receive_wait(&dev, Duration::from_secs(10))
+        .await
+        .unwrap()
+        .expect("released to the queue without waiting for the lock to lapse");
+    assert_eq!(got.message.properties.message_id.as_deref(), Some("m1"));
+    assert_eq!(
+        got.delivery_count, 0,
+        "a delivery nobody got does not count"
+    );
+    stop(hub, task).await;
+}
