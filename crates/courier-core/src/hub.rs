@@ -620,6 +620,23 @@ impl HubState {
         Ok(())
     }
 
+    /// Unlocks a feedback batch without counting a delivery (its receiver
+    /// went away before the answer reached it).
+    pub fn release_feedback(
+        &mut self,
+        now: Timestamp,
+        token: LockToken,
+        out: &mut Vec<HubEvent>,
+    ) -> Result<(), HubError> {
+        self.sweep_feedback(now, out);
+        let event = self
+            .feedback
+            .decide_release(token)
+            .map_err(|_| HubError::LockLost)?;
+        self.emit(out, HubEvent::Feedback(event));
+        Ok(())
+    }
+
     // ----- time -----
 
     /// Does everything due by `now`: expires messages, returns lapsed locks,

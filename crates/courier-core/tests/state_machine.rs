@@ -63,6 +63,9 @@ enum Op {
     AbandonFeedback {
         pick: usize,
     },
+    ReleaseFeedback {
+        pick: usize,
+    },
 }
 
 fn ack() -> impl Strategy<Value = AckMode> {
@@ -92,6 +95,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::ReceiveFeedback),
         1 => (0usize..4).prop_map(|pick| Op::CompleteFeedback { pick }),
         1 => (0usize..4).prop_map(|pick| Op::AbandonFeedback { pick }),
+        1 => (0usize..4).prop_map(|pick| Op::ReleaseFeedback { pick }),
     ]
 }
 
@@ -370,16 +374,18 @@ fn run(ops: Vec<Op>, mode: DeliveryCountMode) {
                     held_fb.push(t);
                 }
             }
-            Op::CompleteFeedback { pick } | Op::AbandonFeedback { pick } => {
+            Op::CompleteFeedback { pick }
+            | Op::AbandonFeedback { pick }
+            | Op::ReleaseFeedback { pick } => {
                 if held_fb.is_empty() {
                     continue;
                 }
                 let n = held_fb.len();
                 let t = held_fb.remove(pick % n);
-                let r = if matches!(op, Op::CompleteFeedback { .. }) {
-                    state.complete_feedback(now, t, &mut out)
-                } else {
-                    state.abandon_feedback(now, t, &mut out)
+                let r = match op {
+                    Op::CompleteFeedback { .. } => state.complete_feedback(now, t, &mut out),
+                    Op::AbandonFeedback { .. } => state.abandon_feedback(now, t, &mut out),
+                    _ => state.release_feedback(now, t, &mut out),
                 };
                 if let Err(e) = r {
                     assert_eq!(e, courier_core::HubError::LockLost);

@@ -97,7 +97,7 @@ pub(crate) enum Command {
     },
     SettleFeedback {
         token: LockToken,
-        complete: bool,
+        how: Settle,
         reply: Reply<()>,
     },
     Shutdown {
@@ -168,13 +168,14 @@ fn defer<T: Send + 'static>(reply: Reply<T>, result: Result<T, Error>) -> Deferr
 }
 
 /// Like [`defer`] for a receive: when the caller has gone away (an HTTP
-/// client disconnected, a head dropped its pending receive), the message it
-/// would have got is released back to the queue at once, without counting a
+/// client disconnected, a head dropped its pending receive), what it would
+/// have got is released back to its queue at once, without counting a
 /// delivery, instead of staying invisible until its lock lapses.
-fn defer_delivery(
-    reply: Reply<Option<courier_core::Delivery>>,
-    result: Result<Option<courier_core::Delivery>, Error>,
+fn defer_or_release<T: Send + 'static>(
+    reply: Reply<Option<T>>,
+    result: Result<Option<T>, Error>,
     engine: mpsc::WeakSender<Command>,
+    release: fn(T) -> Command,
 ) -> Deferred {
     Box::new(move |commit: Result<(), Error>| {
         let answer = match (commit, result) {
@@ -182,20 +183,31 @@ fn defer_delivery(
             (Err(_), Err(refusal)) => Err(refusal),
             (Err(e), Ok(_)) => Err(e),
         };
-        if let Err(Ok(Some(delivery))) = reply.send(answer) {
+        if let Err(Ok(Some(unclaimed))) = reply.send(answer) {
             if let Some(tx) = engine.upgrade() {
-                let (reply, _) = oneshot::channel();
                 // If the engine is too busy to take it now, the lock lapses
                 // as it would have anyway.
-                let _ = tx.try_send(Command::Settle {
-                    id: delivery.device_id,
-                    token: delivery.lock_token,
-                    how: Settle::Release,
-                    reply,
-                });
+                let _ = tx.try_send(release(unclaimed));
             }
         }
     })
+}
+
+fn release_delivery(d: courier_core::Delivery) -> Command {
+    Command::Settle {
+        id: d.device_id,
+        token: d.lock_token,
+        how: Settle::Release,
+        reply: oneshot::channel().0,
+    }
+}
+
+fn release_feedback(d: courier_core::FeedbackDelivery) -> Command {
+    Command::SettleFeedback {
+        token: d.lock_token,
+        how: Settle::Release,
+        reply: oneshot::channel().0,
+    }
 }
 
 /// The engine: state, store, and the bookkeeping around them.
@@ -343,7 +355,12 @@ impl Engine {
                 if r.is_ok() {
                     self.last_activity.insert(id, now);
                 }
-                deferred.push(defer_delivery(reply, r, self.weak_tx.clone()));
+                deferred.push(defer_or_release(
+                    reply,
+                    r,
+                    self.weak_tx.clone(),
+                    release_delivery,
+                ));
             }
             Command::Settle {
                 id,
@@ -369,17 +386,21 @@ impl Engine {
             }
             Command::ReceiveFeedback { token, reply } => {
                 let r = self.state.receive_feedback(now, token, events);
-                deferred.push(defer(reply, Ok(r)));
+                deferred.push(defer_or_release(
+                    reply,
+                    Ok(r),
+                    self.weak_tx.clone(),
+                    release_feedback,
+                ));
             }
-            Command::SettleFeedback {
-                token,
-                complete,
-                reply,
-            } => {
-                let r = if complete {
-                    self.state.complete_feedback(now, token, events)
-                } else {
-                    self.state.abandon_feedback(now, token, events)
+            Command::SettleFeedback { token, how, reply } => {
+                let r = match how {
+                    // A back end completes or rejects a batch alike: it has read it.
+                    Settle::Complete | Settle::Reject => {
+                        self.state.complete_feedback(now, token, events)
+                    }
+                    Settle::Abandon => self.state.abandon_feedback(now, token, events),
+                    Settle::Release => self.state.release_feedback(now, token, events),
                 }
                 .map_err(Error::from);
                 deferred.push(defer(reply, r));

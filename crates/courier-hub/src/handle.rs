@@ -335,7 +335,7 @@ impl Hub {
     pub async fn complete_feedback(&self, token: LockToken) -> Result<(), Error> {
         self.call(|reply| Command::SettleFeedback {
             token,
-            complete: true,
+            how: Settle::Complete,
             reply,
         })
         .await
@@ -345,7 +345,7 @@ impl Hub {
     pub async fn abandon_feedback(&self, token: LockToken) -> Result<(), Error> {
         self.call(|reply| Command::SettleFeedback {
             token,
-            complete: false,
+            how: Settle::Abandon,
             reply,
         })
         .await

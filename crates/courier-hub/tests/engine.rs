@@ -284,3 +284,43 @@ async fn a_receive_whose_caller_went_away_releases_the_message_at_once() {
     );
     stop(hub, task).await;
 }
+
+#[tokio::test]
+async fn a_feedback_receive_whose_caller_went_away_releases_the_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock(AtomicI64::new(1_700_000_000_000)));
+    let dev = DeviceId::new("dev1").unwrap();
+    let (hub, task) = open(dir.path(), clock.clone());
+    hub.put_device(dev.clone(), DeviceSpec::default(), IfMatch::Absent)
+        .await
+        .unwrap();
+    hub.send(&dev, msg("m1", AckMode::Positive)).await.unwrap();
+    let d = hub.receive(&dev).await.unwrap().unwrap();
+    hub.complete(&dev, d.lock_token).await.unwrap();
+    clock.advance(Duration::from_secs(1));
+    let first = hub
+        .receive_feedback_wait(Duration::from_secs(10))
+        .await
+        .unwrap()
+        .expect("the batch closes once its window passed");
+    hub.abandon_feedback(first.lock_token).await.unwrap();
+    let dropped_pending = tokio::select! {
+        biased;
+        _ = hub.receive_feedback() => false,
+        () = std::future::ready(()) => true,
+    };
+    assert!(
+        dropped_pending,
+        "the receive must still be pending when dropped"
+    );
+    let again = hub
+        .receive_feedback_wait(Duration::from_secs(10))
+        .await
+        .unwrap()
+        .expect("released to the feedback queue without waiting for the lock");
+    assert_eq!(
+        again.delivery_count, 1,
+        "the abandon counted, the dropped receive did not"
+    );
+    stop(hub, task).await;
+}
