@@ -14,19 +14,16 @@ Environment: COURIER_BIN, COURIER_DATA_DIR (set by scripts/compat-python.sh).
 from __future__ import annotations
 
 import base64
-import json
 import os
-import subprocess
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 from azure.iot.hub import IoTHubHttpRuntimeManager, IoTHubRegistryManager
 from msrest.exceptions import HttpOperationError
 
-#: Generous bound for one CLI call.
-EVENT_TIMEOUT_S = 30
+from courier_support import Hub, courier, load_hub
+
 #: How long the hub may take to close a feedback batch (Courier: ~0.5 s).
 FEEDBACK_WAIT_S = 10
 #: Between two feedback polls that found nothing.
@@ -34,28 +31,14 @@ POLL_INTERVAL_S = 0.1
 
 
 @pytest.fixture(scope="module")
-def owner_connection_string() -> str:
-    data_dir = os.environ.get("COURIER_DATA_DIR")
-    assert data_dir, "COURIER_DATA_DIR must name the running hub's data dir"
+def hub() -> Hub:
     assert os.environ.get("REQUESTS_CA_BUNDLE"), "REQUESTS_CA_BUNDLE must name the hub's CA"
-    hub = json.loads(Path(data_dir, "hub.json").read_text())
-    owner = next(p for p in hub["policies"] if p["keyName"] == "iothubowner")
-    return (
-        f"HostName={hub['hostName']};SharedAccessKeyName=iothubowner;"
-        f"SharedAccessKey={owner['primaryKey']}"
-    )
+    # msrest hard-codes HTTPS on 443.
+    return load_hub(httpsPort=443)
 
 
-def courier(*args: str) -> str:
-    """Runs the courier CLI against the hub and returns its stdout."""
-    argv = [os.environ["COURIER_BIN"], *args, "--data-dir", os.environ["COURIER_DATA_DIR"]]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=EVENT_TIMEOUT_S)
-    assert done.returncode == 0, f"courier {' '.join(args)} failed: {done.stderr.strip()}"
-    return done.stdout
-
-
-def test_registry_create_get_update_list_statistics_delete(owner_connection_string: str) -> None:
-    registry = IoTHubRegistryManager.from_connection_string(owner_connection_string)
+def test_registry_create_get_update_list_statistics_delete(hub: Hub) -> None:
+    registry = IoTHubRegistryManager.from_connection_string(hub.owner_connection_string)
     device_id = f"compat-py-registry-{uuid.uuid4().hex[:8]}"
 
     # No keys given: the hub generates them (the trace's `"symmetricKey": {}`).
@@ -98,15 +81,15 @@ def test_registry_create_get_update_list_statistics_delete(owner_connection_stri
     assert gone.value.response.headers.get("iothub-errorcode") == "DeviceNotFound"
 
 
-def test_purge_and_feedback_over_https(owner_connection_string: str) -> None:
-    registry = IoTHubRegistryManager.from_connection_string(owner_connection_string)
-    runtime = IoTHubHttpRuntimeManager.from_connection_string(owner_connection_string)
+def test_purge_and_feedback_over_https(hub: Hub) -> None:
+    registry = IoTHubRegistryManager.from_connection_string(hub.owner_connection_string)
+    runtime = IoTHubHttpRuntimeManager.from_connection_string(hub.owner_connection_string)
     device_id = f"compat-py-purge-{uuid.uuid4().hex[:8]}"
     registry.create_device_with_sas(device_id, None, None, "enabled")
     try:
         # Purge: 3 queued messages asking for negative feedback are removed.
         for i in range(3):
-            courier("c2d", "send", device_id, f"purge me {i}", "--message-id", f"{device_id}-p{i}", "--ack", "negative")
+            courier(hub, "c2d", "send", device_id, f"purge me {i}", "--message-id", f"{device_id}-p{i}", "--ack", "negative")
         # The 2021-04-12 SDK does not wrap purge; its generated client does.
         purged = registry.protocol.cloud_to_device_messages.purge_cloud_to_device_message_queue(device_id)
         assert purged.total_messages_purged == 3
@@ -114,8 +97,8 @@ def test_purge_and_feedback_over_https(owner_connection_string: str) -> None:
         assert registry.get_device(device_id).cloud_to_device_message_count == 0
 
         # Feedback over HTTP: a completed ack=positive message and the purged ones.
-        courier("c2d", "send", device_id, "done", "--message-id", f"{device_id}-ok", "--ack", "positive")
-        courier("c2d", "receive", device_id, "--complete", "--wait", "5s")
+        courier(hub, "c2d", "send", device_id, "done", "--message-id", f"{device_id}-ok", "--ack", "positive")
+        courier(hub, "c2d", "receive", device_id, "--complete", "--wait", "5s")
         statuses: dict[str, str] = {}
         expected = {f"{device_id}-p{i}": "Purged" for i in range(3)} | {f"{device_id}-ok": "Success"}
         deadline = time.monotonic() + FEEDBACK_WAIT_S
