@@ -13,7 +13,6 @@ pub mod listener;
 mod serve;
 pub mod tls;
 pub mod ws;
-pub mod ws_stream;
 
 pub use config::ServeArgs;
 pub use serve::serve;

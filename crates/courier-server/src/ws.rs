@@ -23,7 +23,7 @@ use courier_core::ErrorCode;
 use courier_http::PeerCertificate;
 use futures_util::future::BoxFuture;
 
-use crate::ws_stream::WsStream;
+use courier_ws::WsStream;
 
 /// Where IoT Hub serves MQTT and AMQP over WebSockets.
 pub const IOTHUB_WEBSOCKET_PATH: &str = "/$iothub/websocket";

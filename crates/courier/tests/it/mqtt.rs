@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use courier_server::ws_stream::WsStream;
+use courier_ws::WsStream;
 use percent_encoding::percent_decode_str;
 use rumqttc::mqttbytes::v4::{
     ConnAck, ConnectReturnCode, Packet, PubAck, Publish, Subscribe, SubscribeReasonCode,

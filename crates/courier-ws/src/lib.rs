@@ -1,6 +1,7 @@
 //! A WebSocket as a byte stream: [`WsStream`] turns a WebSocket of binary
 //! messages into `AsyncRead + AsyncWrite`, so that a protocol head written
-//! for TCP (MQTT today, AMQP later) serves WebSocket clients unchanged.
+//! for TCP serves WebSocket clients unchanged, and a client written for TCP
+//! talks over a WebSocket.
 //!
 //! Reads concatenate binary messages, ignoring message boundaries (MQTT and
 //! AMQP clients split and pack packets across messages freely); a text
@@ -8,7 +9,8 @@
 //! end of file. Each write becomes one binary message. Pings are answered by
 //! the WebSocket library, never seen by the head. Works for the server side
 //! (axum's `WebSocket`) and the client side (tokio-tungstenite's
-//! `WebSocketStream`, used by tests and tools).
+//! `WebSocketStream`, used by courier-client, tests and tools). The server
+//! side needs the `axum` feature.
 
 use std::io;
 use std::pin::Pin;
@@ -39,6 +41,7 @@ pub trait WsMessage: Sized {
     fn into_frame(self) -> Frame;
 }
 
+#[cfg(feature = "axum")]
 impl WsMessage for axum::extract::ws::Message {
     fn binary(data: Bytes) -> Self {
         axum::extract::ws::Message::Binary(data)
