@@ -37,6 +37,27 @@ mod username;
 
 pub use metrics::MqttMetrics;
 
+/// The topic functions, for `benches/topic.rs` only: not part of the API.
+#[doc(hidden)]
+pub mod bench_api {
+    use courier_core::{Delivery, Timestamp};
+
+    /// The C2D PUBLISH topic `devices/{id}/messages/devicebound/{bag}`.
+    pub fn c2d_topic(device_id: &str, delivery: &Delivery) -> String {
+        crate::topic::c2d_topic(device_id, delivery)
+    }
+
+    /// `ts` in .NET's round-trip format, as `%24.exp` carries it.
+    pub fn dotnet_round_trip(ts: Timestamp) -> String {
+        crate::topic::dotnet_round_trip(ts)
+    }
+
+    /// Whether `topic` is device `device_id`'s D2C topic.
+    pub fn is_d2c_topic(topic: &str, device_id: &str) -> bool {
+        crate::topic::is_d2c_topic(topic, device_id)
+    }
+}
+
 /// What the MQTT head needs from the server.
 #[derive(Clone)]
 pub struct MqttConfig {
