@@ -139,16 +139,18 @@ impl Credentials {
             }
             Source::Fixed(token) => Ok(Some(token.clone())),
             Source::Key { key, key_name } => {
-                let expires_at = now + self.lifetime;
-                let value =
-                    generate_token(&self.resource, key, key_name.as_deref(), unix(expires_at))
-                        .map_err(|e| {
-                            ClientError::ConnectionString(format!("SharedAccessKey: {e}"))
-                        })?;
+                // `se` is whole seconds, rounded down: the hub's expiry is
+                // that second, so renewal is planned from it, not from the
+                // unrounded lifetime.
+                let se = unix(now + self.lifetime);
+                let expires_at = UNIX_EPOCH + Duration::from_secs(se);
+                let usable = expires_at.duration_since(now).unwrap_or_default();
+                let value = generate_token(&self.resource, key, key_name.as_deref(), se)
+                    .map_err(|e| ClientError::ConnectionString(format!("SharedAccessKey: {e}")))?;
                 Ok(Some(Token {
                     value,
                     expires_at,
-                    renew_at: Some(now + self.lifetime.mul_f64(RENEW_AT_SHARE)),
+                    renew_at: Some(now + usable.mul_f64(RENEW_AT_SHARE)),
                 }))
             }
         }
@@ -172,6 +174,14 @@ mod tests {
         assert_eq!(parsed.expiry, 1_000_100);
         assert!(parsed.is_signed_by(KEY));
         assert_eq!(token.renew_at, Some(now + Duration::from_secs(85)));
+        // Mid-second, `se` rounds down and renewal comes before it.
+        let later = now + Duration::from_millis(900);
+        let token = creds.token(later).unwrap().unwrap();
+        assert_eq!(
+            token.expires_at,
+            UNIX_EPOCH + Duration::from_secs(1_000_100)
+        );
+        assert!(token.renew_at.unwrap() < token.expires_at - Duration::from_secs(14));
     }
 
     #[test]

@@ -37,10 +37,12 @@
 //! # Ok(()) }
 //! ```
 
+mod amqp;
 mod credentials;
 mod device;
 mod error;
 mod feedback;
+mod http;
 mod message;
 mod net;
 mod options;
@@ -54,7 +56,10 @@ pub use error::{ClientError, HubError};
 pub use feedback::{FeedbackBatch, FeedbackRecord, FeedbackStatus};
 pub use message::{Ack, Expiry, Message, Outcome, ReceivedMessage};
 pub use options::{DeviceOptions, ServiceOptions, ServiceTransport, Transport, X509Identity};
-pub use registry::RegistryManager;
+pub use registry::{
+    Authentication, AuthenticationType, C2dLimits, Device, DeviceStatus, RegistryManager,
+    SymmetricKey, X509Thumbprint,
+};
 pub use retry::RetryPolicy;
 pub use service::{FeedbackReceiver, PurgeResult, SendReceipt, ServiceClient};
 pub use status::{ConnectionStatus, StatusChange, StatusReason};

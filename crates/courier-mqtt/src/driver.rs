@@ -122,6 +122,8 @@ impl Driver {
         if *shutdown.borrow_and_update() {
             self.feed(Event::Shutdown);
         }
+        // Set when the socket is gone: nothing more can be written to it.
+        let mut peer_gone = false;
         while !self.conn.is_closed() {
             if self.receive.is_none()
                 && self.out.len() < WRITE_HIGH_WATER
@@ -138,18 +140,21 @@ impl Driver {
                 read = reader.read_buf(&mut read_buf), if readable => match read {
                     Ok(0) => {
                         debug!(in_flight = self.conn.in_flight(), "peer closed the connection");
-                        return;
+                        peer_gone = true;
+                        break;
                     }
                     Ok(_) => self.decode(&mut read_buf),
                     Err(e) => {
                         debug!(error = %e, "read failed");
-                        return;
+                        peer_gone = true;
+                        break;
                     }
                 },
                 written = writer.write_buf(&mut self.out), if !self.out.is_empty() => {
                     if let Err(e) = written {
                         debug!(error = %e, "write failed");
-                        return;
+                        peer_gone = true;
+                        break;
                     }
                 }
                 delivered = maybe(&mut self.receive) => {
@@ -174,6 +179,22 @@ impl Driver {
                 }
                 _ = shutdown.changed() => self.feed(Event::Shutdown),
             }
+        }
+        // Completions of messages the device already PUBACKed must reach the
+        // store even though the connection is over: devices (the Node and
+        // Python SDKs among them) acknowledge and disconnect at once.
+        let drain = async {
+            while let Some(done) = self.completions.join_next().await {
+                if let Ok((pkid, result)) = done {
+                    self.completed(pkid, result);
+                }
+            }
+        };
+        if tokio::time::timeout(CLOSE_FLUSH, drain).await.is_err() {
+            warn!("completions still pending after {CLOSE_FLUSH:?} at close; their messages return when their locks lapse");
+        }
+        if peer_gone {
+            return;
         }
         // Closing: CONNACK refusals and the last acknowledgements go out first.
         let flush = async {

@@ -360,6 +360,42 @@ async fn several_messages_are_in_flight_at_once() {
 }
 
 #[tokio::test]
+async fn pubacks_sent_just_before_the_device_goes_away_still_complete() {
+    // As many as the hub keeps in flight on one connection.
+    const IN_FLIGHT: usize = 5;
+    let fx = Fixture::new(QueueLimits::default()).await;
+    let key = fx.device("dev-1", DeviceStatus::Enabled).await;
+    for i in 0..IN_FLIGHT {
+        fx.send("dev-1", message(&format!("m{i}"), AckMode::Positive))
+            .await;
+    }
+    let (mut c, _) = fx.connect("dev-1", &key, true).await;
+    c.subscribe("dev-1").await;
+    let mut acks = BytesMut::new();
+    for _ in 0..IN_FLIGHT {
+        let p = c.publish().await;
+        Packet::PubAck(PubAck::new(p.pkid))
+            .write(&mut acks, usize::MAX)
+            .unwrap();
+    }
+    // Every PUBACK in one write, then the socket is gone: no DISCONNECT, no
+    // chance for the hub to answer.
+    c.stream.write_all(&acks).await.unwrap();
+    drop(c);
+    let mut completed = 0;
+    while completed < IN_FLIGHT {
+        let batch = fx.feedback().await;
+        assert!(
+            batch.iter().all(|(_, o)| *o == Outcome::Completed),
+            "{batch:?}"
+        );
+        completed += batch.len();
+    }
+    assert_eq!(fx.queued("dev-1").await, 0);
+    fx.stop().await;
+}
+
+#[tokio::test]
 async fn a_withheld_puback_redelivers_with_dup_and_the_same_packet_id() {
     let fx = Fixture::new(limits(Duration::from_secs(1), 10)).await;
     let key = fx.device("dev-1", DeviceStatus::Enabled).await;

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
 
-use crate::api::Ack;
 use crate::parse;
 
 /// Courier: a self-hosted hub for Azure IoT Hub-style cloud-to-device messaging.
@@ -255,7 +254,7 @@ pub(crate) struct SendArgs {
     pub(crate) properties: Vec<(String, String)>,
     /// Feedback to ask for.
     #[arg(long, value_enum, value_name = "KIND")]
-    pub(crate) ack: Option<Ack>,
+    pub(crate) ack: Option<AckArg>,
     /// Time to live (90s, 5m, 1h, or seconds); the hub's default applies when unset.
     #[arg(long, value_name = "DURATION", value_parser = parse::duration, conflicts_with = "expiry")]
     pub(crate) ttl: Option<Duration>,
@@ -275,33 +274,53 @@ fn parse_body(text: &str) -> Result<parse::BodySource, std::convert::Infallible>
     Ok(parse::body_source(text))
 }
 
-/// How a received message is settled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Settlement {
-    /// Done with it: the hub removes it (and sends positive feedback if asked).
-    Complete,
-    /// Dead-letter it (negative feedback `Rejected` if asked).
-    Reject,
-    /// Put it back in the queue for another delivery.
-    Abandon,
+/// Which feedback a sender asks for (`iothub-ack`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum AckArg {
+    /// No feedback.
+    None,
+    /// Feedback when the device completes the message.
+    Positive,
+    /// Feedback when the message is rejected, expires or is delivered too often.
+    Negative,
+    /// Both positive and negative feedback.
+    Full,
 }
 
-impl Settlement {
-    /// The verb, as in the API (`complete`, `reject`, `abandon`).
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Self::Complete => "complete",
-            Self::Reject => "reject",
-            Self::Abandon => "abandon",
+impl From<AckArg> for courier_client::Ack {
+    fn from(ack: AckArg) -> Self {
+        match ack {
+            AckArg::None => Self::None,
+            AckArg::Positive => Self::Positive,
+            AckArg::Negative => Self::Negative,
+            AckArg::Full => Self::Full,
         }
     }
+}
 
-    /// What is printed once it is done.
-    pub(crate) fn past_tense(self) -> &'static str {
-        match self {
-            Self::Complete => "completed",
-            Self::Reject => "rejected",
-            Self::Abandon => "abandoned",
+/// The protocol `c2d receive` uses as the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum TransportArg {
+    /// HTTPS polling (the hub's HTTPS endpoint).
+    Http,
+    /// MQTT over TLS (cannot reject or abandon).
+    Mqtt,
+    /// MQTT over WebSockets on the HTTPS port (cannot reject or abandon).
+    MqttWs,
+    /// AMQP over TLS.
+    Amqp,
+    /// AMQP over WebSockets on the HTTPS port.
+    AmqpWs,
+}
+
+impl From<TransportArg> for courier_client::Transport {
+    fn from(transport: TransportArg) -> Self {
+        match transport {
+            TransportArg::Http => Self::Http,
+            TransportArg::Mqtt => Self::Mqtt,
+            TransportArg::MqttWs => Self::MqttWs,
+            TransportArg::Amqp => Self::Amqp,
+            TransportArg::AmqpWs => Self::AmqpWs,
         }
     }
 }
@@ -327,6 +346,10 @@ pub(crate) struct ReceiveArgs {
     /// Keep receiving until Ctrl-C (or --count messages).
     #[arg(long)]
     pub(crate) follow: bool,
+    /// Protocol to receive over. MQTT and AMQP use the running local hub's
+    /// ports (from run.json), else 8883 and 5671.
+    #[arg(long, value_enum, default_value_t = TransportArg::Http)]
+    pub(crate) transport: TransportArg,
     /// How long to wait for a message before giving up (with --follow: before asking again).
     #[arg(long, value_name = "DURATION", value_parser = parse::duration, default_value = "30s")]
     pub(crate) wait: Duration,
@@ -343,13 +366,13 @@ pub(crate) struct ReceiveArgs {
 
 impl ReceiveArgs {
     /// The settlement the flags ask for.
-    pub(crate) fn settlement(&self) -> Settlement {
+    pub(crate) fn settlement(&self) -> courier_client::Outcome {
         if self.reject {
-            Settlement::Reject
+            courier_client::Outcome::Reject
         } else if self.abandon {
-            Settlement::Abandon
+            courier_client::Outcome::Abandon
         } else {
-            Settlement::Complete
+            courier_client::Outcome::Complete
         }
     }
 }

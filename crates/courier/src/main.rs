@@ -7,7 +7,6 @@
 
 mod api;
 mod cli;
-mod client;
 mod commands;
 mod output;
 mod parse;
@@ -18,7 +17,6 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 use crate::cli::{Cli, Command};
-use crate::client::{ApiError, ClientError};
 use crate::commands::Outcome;
 
 fn main() -> ExitCode {
@@ -69,13 +67,18 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
 
 /// Prints the error and every cause to stderr, as text or as one JSON object.
 fn report(error: &anyhow::Error, json: bool) {
-    let api_error: Option<&ApiError> =
-        error
-            .chain()
-            .find_map(|cause| match cause.downcast_ref::<ClientError>() {
-                Some(ClientError::Api(api)) => Some(api),
-                _ => cause.downcast_ref::<ApiError>(),
-            });
+    let api_error = error.chain().find_map(|cause| {
+        let hub = match cause.downcast_ref::<courier_client::ClientError>() {
+            Some(client) => client.hub_error(),
+            None => cause.downcast_ref::<courier_client::HubError>(),
+        }?;
+        Some(serde_json::json!({
+            "status": hub.status(),
+            "code": hub.code,
+            "name": hub.name,
+            "message": hub.message,
+        }))
+    });
     if json {
         let causes: Vec<String> = error.chain().skip(1).map(ToString::to_string).collect();
         let document = serde_json::json!({

@@ -4,12 +4,15 @@
 
 use std::fmt::Write as _;
 use std::io::{self, Write};
+use std::time::SystemTime;
 
 use base64::Engine as _;
+use courier_client::{Device, FeedbackRecord, ReceivedMessage};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
+use time::OffsetDateTime;
 
-use crate::api::{Device, FeedbackRecord, HubInfo, ReceivedMessage};
+use crate::api::HubInfo;
 
 /// Where command results go, and in which form.
 #[derive(Debug, Clone, Copy)]
@@ -69,12 +72,36 @@ pub(crate) fn body_fields(body: &[u8], into: &mut Map<String, Value>) {
     };
 }
 
+/// `at` as RFC 3339 UTC with milliseconds, as the hub writes times.
+fn rfc3339(at: SystemTime) -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    OffsetDateTime::from(at)
+        .format(&format)
+        .unwrap_or_else(|_| format!("{at:?}"))
+}
+
 /// A received message and how it is to be settled, as one JSON object.
 pub(crate) fn message_json(message: &ReceivedMessage, settlement: &str) -> Value {
-    let mut object = match serde_json::to_value(message) {
-        Ok(Value::Object(object)) => object,
-        _ => Map::new(),
+    let mut object = Map::new();
+    let mut put = |key: &str, value: Value| {
+        if !value.is_null() {
+            object.insert(key.into(), value);
+        }
     };
+    put("lockToken", json!(message.lock_token));
+    put("sequenceNumber", json!(message.sequence_number));
+    put("deliveryCount", json!(message.delivery_count));
+    put("messageId", json!(message.message_id));
+    put("correlationId", json!(message.correlation_id));
+    put("userId", json!(message.user_id));
+    put("to", json!(message.to));
+    put("ack", json!(message.ack.map(|a| a.as_str())));
+    put("enqueuedTimeUtc", json!(message.enqueued_time.map(rfc3339)));
+    put("expiryTimeUtc", json!(message.expiry.map(rfc3339)));
+    put("contentType", json!(message.content_type));
+    put("contentEncoding", json!(message.content_encoding));
     let properties: Map<String, Value> = message
         .properties
         .iter()
@@ -98,15 +125,15 @@ pub(crate) fn message_text(message: &ReceivedMessage) -> String {
             "delivery count",
             message.delivery_count.map(|n| n.to_string()),
         ),
-        ("lock token", Some(message.lock_token.clone())),
+        ("lock token", message.lock_token.clone()),
         ("message id", message.message_id.clone()),
         ("correlation id", message.correlation_id.clone()),
         ("user id", message.user_id.clone()),
-        ("ack", message.ack.clone()),
+        ("ack", message.ack.map(|a| a.as_str().to_owned())),
         ("content type", message.content_type.clone()),
         ("content encoding", message.content_encoding.clone()),
-        ("enqueued", message.enqueued_time_utc.clone()),
-        ("expires", message.expiry_time_utc.clone()),
+        ("enqueued", message.enqueued_time.map(rfc3339)),
+        ("expires", message.expiry.map(rfc3339)),
     ];
     for (label, value) in fields {
         if let Some(value) = value {
@@ -261,22 +288,17 @@ pub(crate) fn hub_info_text(info: &HubInfo) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::DeviceStatus;
+    use courier_client::DeviceStatus;
 
     #[test]
     fn device_tables_align_columns_to_the_longest_cell() {
         let devices = [
-            Device {
-                device_id: "a-long-device-id".into(),
-                status: Some(DeviceStatus::Enabled),
-                cloud_to_device_message_count: Some(3),
-                ..Device::default()
+            {
+                let mut device = Device::new("a-long-device-id").with_status(DeviceStatus::Enabled);
+                device.cloud_to_device_message_count = Some(3);
+                device
             },
-            Device {
-                device_id: "d2".into(),
-                status: Some(DeviceStatus::Disabled),
-                ..Device::default()
-            },
+            Device::new("d2").with_status(DeviceStatus::Disabled),
         ];
         let table = device_table(&devices);
         let lines: Vec<&str> = table.lines().collect();

@@ -18,6 +18,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use courier_auth::ConnectionString;
+use courier_client::{
+    DeviceClient, DeviceOptions, RegistryManager, ServiceClient, ServiceOptions, ServiceTransport,
+    Transport,
+};
 use courier_server::datadir::{HubFile, RunFile, OWNER_POLICY};
 use reqwest::Url;
 
@@ -96,6 +100,9 @@ pub(crate) enum TargetError {
     /// The SAS token could not be signed (a malformed key).
     #[error("cannot sign a SAS token with the connection string's key")]
     Sign(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The SDK refused the settings (an unreadable CA file, a bad key).
+    #[error("cannot set up the client")]
+    Client(#[source] courier_client::ClientError),
 }
 
 /// The flags that select a hub, as given (after clap applied env defaults).
@@ -190,15 +197,6 @@ pub(crate) enum Credential {
     },
 }
 
-/// What a token grants access to.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Scope<'a> {
-    /// The whole hub: service and registry APIs.
-    Hub,
-    /// One device's API.
-    Device(&'a str),
-}
-
 /// The validated hub selection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Target {
@@ -210,6 +208,8 @@ pub(crate) struct Target {
     pub(crate) ca_path: PathBuf,
     /// Whose key signs tokens.
     pub(crate) credential: Credential,
+    /// MQTT and AMQP ports of the running local hub, when the endpoint is its.
+    pub(crate) protocol_ports: Option<(Option<u16>, Option<u16>)>,
 }
 
 impl Target {
@@ -254,6 +254,9 @@ impl Target {
             (None, Some(run)) => run.https_endpoint.as_str(),
             (None, None) => "",
         };
+        let protocol_ports = running
+            .filter(|_| raw.endpoint.is_none())
+            .map(|run| (run.mqtt_port, run.amqp_port));
         let endpoint = if endpoint.is_empty() {
             Url::parse(&format!("https://{host_name}:443"))
                 .map_err(|_| TargetError::Endpoint(host_name.clone()))?
@@ -280,43 +283,114 @@ impl Target {
             endpoint,
             ca_path,
             credential,
+            protocol_ports,
         })
     }
 
-    /// A `SharedAccessSignature …` header value for `scope`, valid for an hour.
-    pub(crate) fn authorization(&self, scope: Scope<'_>) -> Result<String, TargetError> {
-        let expiry = SystemTime::now()
-            .checked_add(TOKEN_LIFETIME)
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_secs());
-        self.authorization_until(scope, expiry)
-    }
-
-    fn authorization_until(
-        &self,
-        scope: Scope<'_>,
-        expiry_unix: u64,
-    ) -> Result<String, TargetError> {
-        let resource = match scope {
-            Scope::Hub => self.host_name.clone(),
-            Scope::Device(id) => format!("{}/devices/{id}", self.host_name),
-        };
-        let (key, key_name) = match (&self.credential, scope) {
-            (Credential::Policy { name, key }, _) => (key, Some(name.as_str())),
-            (Credential::Device { id, .. }, Scope::Hub) => {
+    /// The credential as a connection string for the SDK, acting as `device`
+    /// when given; the endpoint's host becomes `GatewayHostName` when it is
+    /// not the hub's host name.
+    fn sdk_connection_string(&self, device: Option<&str>) -> Result<String, TargetError> {
+        let host = &self.host_name;
+        let mut text = match (&self.credential, device) {
+            (Credential::Policy { name, key }, None) => {
+                format!("HostName={host};SharedAccessKeyName={name};SharedAccessKey={key}")
+            }
+            (Credential::Policy { name, key }, Some(id)) => format!(
+                "HostName={host};DeviceId={id};SharedAccessKeyName={name};SharedAccessKey={key}"
+            ),
+            (Credential::Device { id, .. }, None) => {
                 return Err(TargetError::DeviceCredential(id.clone()))
             }
-            (Credential::Device { id, key }, Scope::Device(wanted)) => {
+            (Credential::Device { id, key }, Some(wanted)) => {
                 if id != wanted {
                     return Err(TargetError::WrongDevice {
                         own: id.clone(),
                         wanted: wanted.to_owned(),
                     });
                 }
-                (key, None)
+                format!("HostName={host};DeviceId={id};SharedAccessKey={key}")
             }
         };
-        courier_auth::generate_token(&resource, key, key_name, expiry_unix)
+        if let Some(gateway) = self
+            .endpoint
+            .host_str()
+            .filter(|h| !h.eq_ignore_ascii_case(host))
+        {
+            text.push_str(";GatewayHostName=");
+            text.push_str(gateway);
+        }
+        Ok(text)
+    }
+
+    fn https_port(&self) -> u16 {
+        self.endpoint.port_or_known_default().unwrap_or(443)
+    }
+
+    fn service_options(&self) -> Result<ServiceOptions, TargetError> {
+        Ok(ServiceOptions::new()
+            .transport(ServiceTransport::Http)
+            .ca_certificate_file(&self.ca_path)
+            .map_err(TargetError::Client)?
+            .https_port(self.https_port()))
+    }
+
+    /// The SDK's service client for this hub, over HTTPS (the one endpoint
+    /// the CLI is given).
+    pub(crate) fn service_client(&self) -> Result<ServiceClient, TargetError> {
+        ServiceClient::with_options(&self.sdk_connection_string(None)?, self.service_options()?)
+            .map_err(TargetError::Client)
+    }
+
+    /// The SDK's registry manager for this hub.
+    pub(crate) fn registry(&self) -> Result<RegistryManager, TargetError> {
+        RegistryManager::with_options(&self.sdk_connection_string(None)?, self.service_options()?)
+            .map_err(TargetError::Client)
+    }
+
+    /// The SDK's device client acting as `device` over `transport`; MQTT and
+    /// AMQP use the running local hub's ports, else the standard ones.
+    pub(crate) fn device_client(
+        &self,
+        device: &str,
+        transport: Transport,
+    ) -> Result<DeviceClient, TargetError> {
+        let mut options = DeviceOptions::new()
+            .ca_certificate_file(&self.ca_path)
+            .map_err(TargetError::Client)?
+            .https_port(self.https_port());
+        if let Some((mqtt, amqp)) = self.protocol_ports {
+            if let Some(port) = mqtt {
+                options = options.mqtt_port(port);
+            }
+            if let Some(port) = amqp {
+                options = options.amqp_port(port);
+            }
+        }
+        DeviceClient::with_options(
+            &self.sdk_connection_string(Some(device))?,
+            transport,
+            options,
+        )
+        .map_err(TargetError::Client)
+    }
+
+    /// A `SharedAccessSignature …` header value for the whole hub (service
+    /// and registry APIs), valid for an hour.
+    pub(crate) fn authorization(&self) -> Result<String, TargetError> {
+        let expiry = SystemTime::now()
+            .checked_add(TOKEN_LIFETIME)
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        self.authorization_until(expiry)
+    }
+
+    fn authorization_until(&self, expiry_unix: u64) -> Result<String, TargetError> {
+        let (key, key_name) = match &self.credential {
+            Credential::Policy { name, key } => (key, name.as_str()),
+            Credential::Device { id, .. } => return Err(TargetError::DeviceCredential(id.clone())),
+        };
+        courier_auth::generate_token(&self.host_name, key, Some(key_name), expiry_unix)
             .map_err(|e| TargetError::Sign(e.into()))
     }
 }
@@ -470,32 +544,33 @@ mod tests {
     }
 
     #[test]
-    fn a_device_connection_string_signs_only_for_its_own_device() {
+    fn a_device_connection_string_acts_only_as_its_own_device() {
         let cs = format!("HostName=localhost;DeviceId=dev1;SharedAccessKey={KEY}");
         let target =
             Target::resolve(raw(Some(&cs), None, None), &local("localhost", Some(8443))).unwrap();
-        let token = target
-            .authorization_until(Scope::Device("dev1"), 2_000_000_000)
-            .unwrap();
-        assert!(token.contains("sr=localhost%2Fdevices%2Fdev1"), "{token}");
-        assert!(!token.contains("skn="), "{token}");
+        assert_eq!(
+            target.sdk_connection_string(Some("dev1")).unwrap(),
+            format!("HostName=localhost;DeviceId=dev1;SharedAccessKey={KEY}")
+        );
         assert!(matches!(
-            target.authorization_until(Scope::Device("dev2"), 2_000_000_000),
+            target.sdk_connection_string(Some("dev2")),
             Err(TargetError::WrongDevice { .. })
         ));
         assert!(matches!(
-            target.authorization_until(Scope::Hub, 2_000_000_000),
+            target.sdk_connection_string(None),
+            Err(TargetError::DeviceCredential(ref id)) if id == "dev1"
+        ));
+        assert!(matches!(
+            target.authorization_until(2_000_000_000),
             Err(TargetError::DeviceCredential(ref id)) if id == "dev1"
         ));
     }
 
     #[test]
-    fn policy_tokens_name_the_policy_and_the_requested_scope() {
+    fn policy_tokens_name_the_policy_and_policies_act_as_any_device() {
         let target =
             Target::resolve(raw(None, None, None), &local("localhost", Some(8443))).unwrap();
-        let hub = target
-            .authorization_until(Scope::Hub, 2_000_000_000)
-            .unwrap();
+        let hub = target.authorization_until(2_000_000_000).unwrap();
         assert!(hub.starts_with("SharedAccessSignature "), "{hub}");
         assert!(
             hub.contains("sr=localhost&") || hub.ends_with("sr=localhost"),
@@ -503,11 +578,28 @@ mod tests {
         );
         assert!(hub.contains("skn=iothubowner"), "{hub}");
         assert!(hub.contains("se=2000000000"), "{hub}");
-        let device = target
-            .authorization_until(Scope::Device("d1"), 2_000_000_000)
-            .unwrap();
-        assert!(device.contains("sr=localhost%2Fdevices%2Fd1"), "{device}");
-        assert!(device.contains("skn=iothubowner"), "{device}");
+        let device = target.sdk_connection_string(Some("d1")).unwrap();
+        assert_eq!(
+            device,
+            format!("HostName=localhost;DeviceId=d1;SharedAccessKeyName=iothubowner;SharedAccessKey={KEY}")
+        );
+    }
+
+    #[test]
+    fn an_endpoint_on_another_host_becomes_the_gateway() {
+        let target = Target::resolve(
+            raw(
+                None,
+                Some("https://127.0.0.1:9443"),
+                Some(Path::new("/ca.pem")),
+            ),
+            &local("localhost", None),
+        )
+        .unwrap();
+        let service = target.sdk_connection_string(None).unwrap();
+        assert!(service.ends_with(";GatewayHostName=127.0.0.1"), "{service}");
+        assert_eq!(target.https_port(), 9443);
+        assert_eq!(target.protocol_ports, None);
     }
 
     #[test]

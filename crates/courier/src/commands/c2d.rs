@@ -1,20 +1,22 @@
-//! `courier c2d …`: send (as the service), receive (as the device), purge.
+//! `courier c2d …`: send (as the service), receive (as the device), purge;
+//! all through the Rust SDK (`courier-client`).
 
 use std::io::Read as _;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
+use courier_client::{
+    DeviceClient, Expiry, FeedbackStatus, Message, Outcome as Settle, ServiceClient,
+};
 use serde_json::json;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::{interrupted, printer, service_client, Outcome};
-use crate::api::{Ack, Expiry, FeedbackStatus, OutgoingMessage};
-use crate::cli::{C2dCommand, ClientArgs, ReceiveArgs, SendArgs, Settlement};
-use crate::client::Client;
+use super::{interrupted, printer, Outcome};
+use crate::cli::{AckArg, C2dCommand, ClientArgs, ReceiveArgs, SendArgs};
 use crate::output::{self, Printer};
 use crate::parse::BodySource;
-use crate::target::{Scope, Target};
+use crate::target::Target;
 
 /// Runs a C2D command.
 pub(super) async fn run(args: &ClientArgs, command: C2dCommand) -> anyhow::Result<Outcome> {
@@ -22,8 +24,8 @@ pub(super) async fn run(args: &ClientArgs, command: C2dCommand) -> anyhow::Resul
         C2dCommand::Send(send_args) => send(args, send_args).await,
         C2dCommand::Receive(receive_args) => receive(args, &receive_args).await,
         C2dCommand::Purge { device } => {
-            let (client, _) = service_client(args)?;
-            let result = client
+            let service = Target::from_args(args, None)?.service_client()?;
+            let result = service
                 .purge(&device)
                 .await
                 .with_context(|| format!("cannot purge the queue of device '{device}'"))?;
@@ -39,59 +41,72 @@ pub(super) async fn run(args: &ClientArgs, command: C2dCommand) -> anyhow::Resul
 }
 
 async fn send(args: &ClientArgs, send: SendArgs) -> anyhow::Result<Outcome> {
-    let ack = send.ack.unwrap_or(Ack::None);
-    if send.wait_feedback && ack == Ack::None {
+    let ack = send.ack.unwrap_or(AckArg::None).into();
+    if send.wait_feedback && ack == courier_client::Ack::None {
         anyhow::bail!("--wait-feedback needs --ack positive, negative or full: with no ack the hub sends no feedback");
     }
     let expiry = match (send.ttl, send.expiry) {
-        (Some(ttl), _) => Expiry::TtlSeconds(ttl.as_secs()),
+        (Some(ttl), _) => Some(Expiry::After(ttl)),
         (None, Some(at)) => {
-            OffsetDateTime::parse(&at, &Rfc3339).with_context(|| {
+            let at = OffsetDateTime::parse(&at, &Rfc3339).with_context(|| {
                 format!("--expiry '{at}' is not an RFC 3339 time such as 2030-01-01T00:00:00Z")
             })?;
-            Expiry::At(at)
+            Some(Expiry::At(SystemTime::from(at)))
         }
-        (None, None) => Expiry::Default,
+        (None, None) => None,
     };
     // Feedback is matched by message id, so a waited-for message must have one.
     let message_id = send
         .message_id
         .or_else(|| send.wait_feedback.then(|| uuid::Uuid::new_v4().to_string()));
-    let message = OutgoingMessage {
-        body: read_body(&send.body)?,
-        message_id: message_id.clone(),
-        correlation_id: send.correlation_id,
-        user_id: send.user_id,
-        content_type: send.content_type,
-        content_encoding: send.content_encoding,
-        ack,
-        expiry,
-        properties: send.properties,
+    let mut message = Message::new(read_body(&send.body)?).ack(ack);
+    message.message_id = message_id.clone();
+    message.correlation_id = send.correlation_id;
+    message.user_id = send.user_id;
+    message.content_type = send.content_type;
+    message.content_encoding = send.content_encoding;
+    message.expiry = expiry;
+    message.properties = send.properties;
+
+    let service = Target::from_args(args, None)?.service_client()?;
+    // Open the feedback receiver before sending, so that fast feedback is seen.
+    let feedback = match message_id.as_deref().filter(|_| send.wait_feedback) {
+        Some(_) => Some(
+            service
+                .feedback_receiver()
+                .await
+                .context("cannot receive feedback")?,
+        ),
+        None => None,
     };
-    let (client, _) = service_client(args)?;
     let device = &send.device;
-    let receipt = client
-        .send_message(device, &message)
+    let receipt = service
+        .send(device, &message, Duration::from_secs(60))
         .await
         .with_context(|| format!("cannot send a message to device '{device}'"))?;
     let printer = printer(args);
     printer.emit(&receipt, || {
         format!(
             "sent to '{device}': sequence number {}, message id {}",
-            receipt.sequence_number,
+            receipt
+                .sequence_number
+                .map_or_else(|| "?".to_owned(), |n| n.to_string()),
             receipt.message_id.as_deref().unwrap_or("(none)")
         )
     })?;
-    match message_id.filter(|_| send.wait_feedback) {
-        Some(id) => wait_for_feedback(&client, &printer, &id, send.timeout).await,
-        None => Ok(Outcome::Success),
+    match (message_id, feedback) {
+        (Some(id), Some(feedback)) => {
+            wait_for_feedback(&service, feedback, &printer, &id, send.timeout).await
+        }
+        _ => Ok(Outcome::Success),
     }
 }
 
 /// Reads feedback batches until one holds a record for `message_id`, completes
 /// that batch and leaves the others locked (they return when the lock expires).
 async fn wait_for_feedback(
-    client: &Client,
+    service: &ServiceClient,
+    mut feedback: courier_client::FeedbackReceiver,
     printer: &Printer,
     message_id: &str,
     timeout: Duration,
@@ -99,8 +114,8 @@ async fn wait_for_feedback(
     let deadline = Instant::now() + timeout;
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let Some(batch) = client
-            .receive_feedback(remaining)
+        let Some(batch) = feedback
+            .receive(remaining)
             .await
             .context("cannot receive feedback")?
         else {
@@ -118,8 +133,8 @@ async fn wait_for_feedback(
             }
             continue;
         };
-        client
-            .complete_feedback(&batch.lock_token)
+        feedback
+            .complete(&batch)
             .await
             .context("cannot complete the feedback batch")?;
         printer.emit(
@@ -132,6 +147,7 @@ async fn wait_for_feedback(
                 )
             },
         )?;
+        service.close().await;
         return Ok(if record.status_code == FeedbackStatus::Success {
             Outcome::Success
         } else {
@@ -169,11 +185,10 @@ fn read_body(source: &BodySource) -> anyhow::Result<Vec<u8>> {
 }
 
 async fn receive(args: &ClientArgs, receive: &ReceiveArgs) -> anyhow::Result<Outcome> {
-    let device = receive.device.as_str();
+    let device_id = receive.device.as_str();
     let target = Target::from_args(args, receive.device_connection_string.as_deref())?;
-    let authorization = target.authorization(Scope::Device(device))?;
-    let client = Client::new(&target, &authorization)
-        .with_context(|| format!("cannot connect to {}", target.endpoint))?;
+    let transport = receive.transport.into();
+    let device = target.device_client(device_id, transport)?;
     let printer = printer(args);
     let limit = receive.count.or((!receive.follow).then_some(1));
     let settlement = receive.settlement();
@@ -181,10 +196,9 @@ async fn receive(args: &ClientArgs, receive: &ReceiveArgs) -> anyhow::Result<Out
     let receiving = async {
         let mut received = 0_u64;
         while limit.is_none_or(|limit| received < limit) {
-            let message = client
-                .receive_message(device, receive.wait)
-                .await
-                .with_context(|| format!("cannot receive as device '{device}'"))?;
+            let message = device.receive(receive.wait).await.with_context(|| {
+                format!("cannot receive as device '{device_id}' over {transport}")
+            })?;
             let Some(message) = message else {
                 if receive.follow {
                     continue;
@@ -194,30 +208,47 @@ async fn receive(args: &ClientArgs, receive: &ReceiveArgs) -> anyhow::Result<Out
             received += 1;
             // Print before settling: if the output is lost (a closed pipe), the
             // message stays unsettled and is delivered again.
-            let token = message.lock_token.as_str();
             printer.emit(&output::message_json(&message, settlement.as_str()), || {
                 output::message_text(&message)
             })?;
-            let settled = match settlement {
-                Settlement::Complete => client.complete_message(device, token).await,
-                Settlement::Reject => client.reject_message(device, token).await,
-                Settlement::Abandon => client.abandon_message(device, token).await,
-            };
-            settled.with_context(|| {
-                format!(
-                    "cannot {} the message with lock token {token}",
-                    settlement.as_str()
-                )
-            })?;
-            printer.note(settlement.past_tense())?;
+            settle(&device, &message, settlement).await?;
+            printer.note(past_tense(settlement))?;
         }
         if received == 0 {
             printer.note("no message")?;
         }
         anyhow::Ok(Outcome::Success)
     };
-    tokio::select! {
+    let outcome = tokio::select! {
         outcome = receiving => outcome,
         () = interrupted(receive.follow) => Ok(Outcome::Success),
+    };
+    device.close().await;
+    outcome
+}
+
+async fn settle(
+    device: &DeviceClient,
+    message: &courier_client::ReceivedMessage,
+    settlement: Settle,
+) -> anyhow::Result<()> {
+    device.settle(message, settlement).await.with_context(|| {
+        format!(
+            "cannot {} the message{}",
+            settlement.as_str(),
+            message
+                .message_id
+                .as_deref()
+                .map(|id| format!(" with id {id}"))
+                .unwrap_or_default()
+        )
+    })
+}
+
+fn past_tense(settlement: Settle) -> &'static str {
+    match settlement {
+        Settle::Complete => "completed",
+        Settle::Reject => "rejected",
+        Settle::Abandon => "abandoned",
     }
 }

@@ -1,15 +1,21 @@
-//! `courier feedback`: read the hub's feedback queue as the service.
+//! `courier feedback`: read the hub's feedback queue as the service, through
+//! the Rust SDK (`courier-client`).
 
 use anyhow::Context as _;
 use serde_json::json;
 
-use super::{interrupted, printer, service_client, Outcome};
+use super::{interrupted, printer, Outcome};
 use crate::cli::FeedbackArgs;
 use crate::output;
+use crate::target::Target;
 
 /// Receives batches, prints their records, and completes (or abandons) each.
 pub(super) async fn run(args: &FeedbackArgs) -> anyhow::Result<Outcome> {
-    let (client, _) = service_client(&args.client)?;
+    let service = Target::from_args(&args.client, None)?.service_client()?;
+    let mut feedback = service
+        .feedback_receiver()
+        .await
+        .context("cannot receive feedback")?;
     let printer = printer(&args.client);
     let limit = args.count.or((!args.follow).then_some(1));
     let (verb, past) = if args.abandon {
@@ -21,8 +27,8 @@ pub(super) async fn run(args: &FeedbackArgs) -> anyhow::Result<Outcome> {
     let receiving = async {
         let mut received = 0_u64;
         while limit.is_none_or(|limit| received < limit) {
-            let batch = client
-                .receive_feedback(args.wait)
+            let batch = feedback
+                .receive(args.wait)
                 .await
                 .context("cannot receive feedback")?;
             let Some(batch) = batch else {
@@ -41,13 +47,17 @@ pub(super) async fn run(args: &FeedbackArgs) -> anyhow::Result<Outcome> {
                     .collect::<Vec<_>>()
                     .join("\n")
             })?;
-            let token = batch.lock_token.as_str();
             let settled = if args.abandon {
-                client.abandon_feedback(token).await
+                feedback.abandon(&batch).await
             } else {
-                client.complete_feedback(token).await
+                feedback.complete(&batch).await
             };
-            settled.with_context(|| format!("cannot {verb} the feedback batch {token}"))?;
+            settled.with_context(|| {
+                format!(
+                    "cannot {verb} the feedback batch {}",
+                    batch.lock_token.as_deref().unwrap_or("")
+                )
+            })?;
             printer.note(&format!(
                 "batch of {} record(s) {past}",
                 batch.records.len()

@@ -9,12 +9,8 @@ mod hub;
 
 use std::process::ExitCode;
 
-use anyhow::Context as _;
-
 use crate::cli::{ClientArgs, Command};
-use crate::client::Client;
 use crate::output::Printer;
-use crate::target::{Scope, Target};
 
 /// How a command that did not fail ended; each has its own exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,15 +45,6 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<Outcome> {
         Command::Feedback(args) => feedback::run(&args).await,
         Command::Hub(args) => hub::run(&args.client, &args.command).await,
     }
-}
-
-/// A client acting as the hub's policy, for the service and registry APIs.
-fn service_client(args: &ClientArgs) -> anyhow::Result<(Client, Target)> {
-    let target = Target::from_args(args, None)?;
-    let authorization = target.authorization(Scope::Hub)?;
-    let client = Client::new(&target, &authorization)
-        .with_context(|| format!("cannot connect to {}", target.endpoint))?;
-    Ok((client, target))
 }
 
 /// Waits for Ctrl-C when `enabled`, else forever; lets `--follow` loops end cleanly.

@@ -34,24 +34,12 @@ struct Endpoints {
 }
 
 fn endpoints(hub: &Hub) -> Endpoints {
-    let read = |name: &str| -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(hub.data_dir().join(name)).unwrap()).unwrap()
-    };
-    let run = read("run.json");
-    let port = |key: &str| u16::try_from(run[key].as_u64().unwrap()).unwrap();
-    let owner_key = read("hub.json")["policies"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["keyName"] == "iothubowner")
-        .and_then(|p| p["primaryKey"].as_str())
-        .unwrap()
-        .to_owned();
+    let ports = hub.ports();
     Endpoints {
-        amqp_port: port("amqpPort"),
-        https_port: port("httpsPort"),
-        ca: PathBuf::from(run["caPath"].as_str().unwrap()),
-        owner_key,
+        amqp_port: ports.amqp,
+        https_port: ports.https,
+        ca: hub.ca_path(),
+        owner_key: hub.owner_key(),
     }
 }
 

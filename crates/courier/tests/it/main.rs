@@ -8,4 +8,5 @@ mod bench;
 mod cli;
 mod crash;
 mod mqtt;
+mod sdk;
 mod support;

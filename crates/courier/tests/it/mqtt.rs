@@ -115,20 +115,11 @@ struct Endpoints {
 }
 
 fn endpoints(hub: &Hub) -> Endpoints {
-    let run: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(hub.data_dir().join("run.json")).unwrap()).unwrap();
-    let port = |key: &str| {
-        u16::try_from(
-            run[key]
-                .as_u64()
-                .unwrap_or_else(|| panic!("{key} in {run}")),
-        )
-        .unwrap()
-    };
+    let ports = hub.ports();
     Endpoints {
-        mqtt_port: port("mqttPort"),
-        https_port: port("httpsPort"),
-        ca: PathBuf::from(run["caPath"].as_str().unwrap()),
+        mqtt_port: ports.mqtt,
+        https_port: ports.https,
+        ca: hub.ca_path(),
     }
 }
 

@@ -27,7 +27,7 @@ impl Hub {
     /// Like [`Hub::start`], with extra `courier serve` flags.
     pub(crate) fn start_with(extra: &[&str]) -> Hub {
         let dir = tempfile::tempdir().expect("temp dir");
-        let child = spawn_serve(dir.path(), extra);
+        let child = spawn_serve(dir.path(), Ports::EPHEMERAL, extra);
         let mut hub = Hub { dir, child };
         hub.wait_until_running();
         hub
@@ -38,8 +38,59 @@ impl Hub {
     pub(crate) fn kill_and_restart(&mut self, extra: &[&str]) {
         self.child.kill().expect("SIGKILL courier serve");
         self.child.wait().expect("reap courier serve");
-        self.child = spawn_serve(self.dir.path(), extra);
+        self.child = spawn_serve(self.dir.path(), Ports::EPHEMERAL, extra);
         self.wait_until_running();
+    }
+
+    /// Kills the hub with SIGKILL and starts it again on the same data
+    /// directory and the same ports, so that clients can reconnect.
+    pub(crate) fn kill_and_restart_on_same_ports(&mut self, extra: &[&str]) {
+        let ports = self.ports();
+        self.child.kill().expect("SIGKILL courier serve");
+        self.child.wait().expect("reap courier serve");
+        self.child = spawn_serve(self.dir.path(), ports, extra);
+        self.wait_until_running();
+    }
+
+    /// The ports the running hub listens on, from its run.json.
+    pub(crate) fn ports(&self) -> Ports {
+        let run: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.data_dir().join("run.json")).unwrap())
+                .unwrap();
+        let port = |key: &str| u16::try_from(run[key].as_u64().unwrap()).unwrap();
+        Ports {
+            https: port("httpsPort"),
+            mqtt: port("mqttPort"),
+            amqp: port("amqpPort"),
+        }
+    }
+
+    /// The CA certificate clients must trust.
+    pub(crate) fn ca_path(&self) -> PathBuf {
+        self.data_dir().join("tls").join("ca.pem")
+    }
+
+    /// The owner policy's primary key, from hub.json.
+    pub(crate) fn owner_key(&self) -> String {
+        let hub: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.data_dir().join("hub.json")).unwrap())
+                .unwrap();
+        hub["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["keyName"] == "iothubowner")
+            .and_then(|p| p["primaryKey"].as_str())
+            .unwrap()
+            .to_owned()
+    }
+
+    /// The owner policy's connection string.
+    pub(crate) fn owner_connection_string(&self) -> String {
+        format!(
+            "HostName=localhost;SharedAccessKeyName=iothubowner;SharedAccessKey={}",
+            self.owner_key()
+        )
     }
 
     /// The hub's data directory.
@@ -48,7 +99,27 @@ impl Hub {
     }
 }
 
-fn spawn_serve(dir: &Path, extra: &[&str]) -> Child {
+/// The ports a hub listens on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ports {
+    /// HTTPS and WebSockets.
+    pub(crate) https: u16,
+    /// MQTT over TLS.
+    pub(crate) mqtt: u16,
+    /// AMQP over TLS.
+    pub(crate) amqp: u16,
+}
+
+impl Ports {
+    /// Let the system pick.
+    const EPHEMERAL: Ports = Ports {
+        https: 0,
+        mqtt: 0,
+        amqp: 0,
+    };
+}
+
+fn spawn_serve(dir: &Path, ports: Ports, extra: &[&str]) -> Child {
     {
         let data = dir.join("data");
         let log = std::fs::OpenOptions::new()
@@ -63,11 +134,11 @@ fn spawn_serve(dir: &Path, extra: &[&str]) -> Child {
             .arg(&data)
             .args([
                 "--https-port",
-                "0",
+                &ports.https.to_string(),
                 "--mqtt-port",
-                "0",
+                &ports.mqtt.to_string(),
                 "--amqp-port",
-                "0",
+                &ports.amqp.to_string(),
                 "--bind",
                 "127.0.0.1",
                 "--hostname",

@@ -1,0 +1,500 @@
+//! The Rust SDK (`courier-client`) against a real `courier serve`: one
+//! scenario suite run on every device transport, and the service client on
+//! every service transport.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use courier_client::{
+    Ack, ClientError, ConnectionStatus, DeviceClient, DeviceOptions, FeedbackStatus, Message,
+    RetryPolicy, ServiceClient, ServiceOptions, ServiceTransport, StatusChange, StatusReason,
+    Transport,
+};
+
+use crate::support::Hub;
+
+/// Longest any one step may take on a busy CI machine.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(PATIENCE, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} took longer than {PATIENCE:?}"))
+}
+
+/// Registers `id` and returns its connection string.
+fn create_device(hub: &Hub, id: &str) -> String {
+    hub.ok(&["device", "create", id]).trim().to_owned()
+}
+
+fn device_options(hub: &Hub) -> DeviceOptions {
+    let ports = hub.ports();
+    DeviceOptions::new()
+        .ca_certificate_file(hub.ca_path())
+        .unwrap()
+        .mqtt_port(ports.mqtt)
+        .amqp_port(ports.amqp)
+        .https_port(ports.https)
+        .http_poll_interval(Duration::from_millis(200))
+        .operation_timeout(Duration::from_secs(20))
+        .retry_policy(
+            RetryPolicy::exponential()
+                .initial_delay(Duration::from_millis(50))
+                .max_delay(Duration::from_millis(500)),
+        )
+}
+
+fn service(hub: &Hub, transport: ServiceTransport) -> ServiceClient {
+    let ports = hub.ports();
+    let options = ServiceOptions::new()
+        .transport(transport)
+        .ca_certificate_file(hub.ca_path())
+        .unwrap()
+        .amqp_port(ports.amqp)
+        .https_port(ports.https)
+        .retry_policy(
+            RetryPolicy::exponential()
+                .initial_delay(Duration::from_millis(50))
+                .max_delay(Duration::from_millis(500)),
+        );
+    ServiceClient::with_options(&hub.owner_connection_string(), options).unwrap()
+}
+
+/// Every status change a client reports, in order.
+fn record_statuses(client: &DeviceClient) -> Arc<Mutex<Vec<StatusChange>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    client.set_connection_status_handler(move |change| sink.lock().unwrap().push(change));
+    seen
+}
+
+async fn send(service: &ServiceClient, device: &str, message: Message) {
+    within("send", service.send(device, &message, PATIENCE))
+        .await
+        .unwrap_or_else(|e| panic!("send to {device}: {e}"));
+}
+
+/// Waits for the feedback record of `message_id` and completes its batch.
+async fn feedback_for(service: &ServiceClient, message_id: &str) -> FeedbackStatus {
+    let mut receiver = within("open feedback", service.feedback_receiver())
+        .await
+        .unwrap();
+    loop {
+        let batch = within("feedback", receiver.receive(PATIENCE))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("no feedback for {message_id}"));
+        receiver.complete(&batch).await.unwrap();
+        if let Some(record) = batch
+            .records
+            .iter()
+            .find(|r| r.original_message_id == message_id)
+        {
+            return record.status_code.clone();
+        }
+    }
+}
+
+async fn receives_with_properties_and_completes(transport: Transport) {
+    let hub = Hub::start();
+    let cs = create_device(&hub, "dev1");
+    let device = DeviceClient::with_options(&cs, transport, device_options(&hub)).unwrap();
+    within("connect", device.connect()).await.unwrap();
+    assert_eq!(device.status().status, ConnectionStatus::Connected);
+
+    let service = service(&hub, ServiceTransport::Http);
+    let tricky = "a b&c=d/e%f?g#h+é✓";
+    send(
+        &service,
+        "dev1",
+        Message::new("hello")
+            .message_id("m1")
+            .correlation_id("c1")
+            .content_type("text/plain")
+            .content_encoding("utf-8")
+            .property("colour", "blue")
+            .property("tricky", tricky)
+            .ttl(Duration::from_secs(600))
+            .ack(Ack::Full),
+    )
+    .await;
+
+    let message = within("receive", device.receive(PATIENCE))
+        .await
+        .unwrap()
+        .expect("a message");
+    assert_eq!(message.body_str(), Some("hello"));
+    assert_eq!(message.message_id.as_deref(), Some("m1"));
+    assert_eq!(message.correlation_id.as_deref(), Some("c1"));
+    assert_eq!(message.content_type.as_deref(), Some("text/plain"));
+    assert_eq!(message.content_encoding.as_deref(), Some("utf-8"));
+    assert_eq!(message.property("colour"), Some("blue"));
+    assert_eq!(message.property("tricky"), Some(tricky));
+    assert!(message.expiry.is_some(), "the sender set a TTL");
+
+    within("complete", device.complete(&message)).await.unwrap();
+    assert_eq!(feedback_for(&service, "m1").await, FeedbackStatus::Success);
+    let nothing = device.receive(Duration::from_millis(500)).await.unwrap();
+    assert!(
+        nothing.is_none(),
+        "completed, yet delivered again: {nothing:?}"
+    );
+    device.close().await;
+    assert_eq!(device.status().status, ConnectionStatus::Disconnected);
+    assert_eq!(device.status().reason, StatusReason::ClientClose);
+}
+
+async fn settles_by_the_transports_rules(transport: Transport) {
+    let hub = Hub::start();
+    let cs = create_device(&hub, "dev1");
+    let device = DeviceClient::with_options(&cs, transport, device_options(&hub)).unwrap();
+    let service = service(&hub, ServiceTransport::Http);
+    send(
+        &service,
+        "dev1",
+        Message::new("x").message_id("m1").ack(Ack::Full),
+    )
+    .await;
+    let first = within("receive", device.receive(PATIENCE))
+        .await
+        .unwrap()
+        .expect("a message");
+
+    if matches!(transport, Transport::Mqtt | Transport::MqttWs) {
+        for refused in [device.reject(&first).await, device.abandon(&first).await] {
+            assert!(
+                matches!(refused, Err(ClientError::NotSupported { .. })),
+                "{refused:?}"
+            );
+        }
+        within("complete", device.complete(&first)).await.unwrap();
+        assert_eq!(feedback_for(&service, "m1").await, FeedbackStatus::Success);
+        return;
+    }
+
+    within("abandon", device.abandon(&first)).await.unwrap();
+    let again = within("receive again", device.receive(PATIENCE))
+        .await
+        .unwrap()
+        .expect("the abandoned message again");
+    assert_eq!(again.message_id.as_deref(), Some("m1"));
+    if let (Some(before), Some(after)) = (first.delivery_count, again.delivery_count) {
+        assert!(after > before, "delivery count {before} then {after}");
+    }
+    // The first delivery's lock is gone.
+    let stale = device.complete(&first).await;
+    assert!(matches!(stale, Err(ClientError::LockLost(_))), "{stale:?}");
+
+    within("reject", device.reject(&again)).await.unwrap();
+    assert_eq!(feedback_for(&service, "m1").await, FeedbackStatus::Rejected);
+}
+
+async fn resumes_after_a_hub_restart_without_losing_messages(transport: Transport) {
+    // Messages locked when the hub dies come back after the lock timeout.
+    let flags = ["--lock-timeout", "2s"];
+    let mut hub = Hub::start_with(&flags);
+    let cs = create_device(&hub, "dev1");
+    let device = DeviceClient::with_options(&cs, transport, device_options(&hub)).unwrap();
+    let statuses = record_statuses(&device);
+    within("connect", device.connect()).await.unwrap();
+    let service = service(&hub, ServiceTransport::Http);
+
+    let mut completed = BTreeSet::new();
+    for i in 0..5 {
+        send(
+            &service,
+            "dev1",
+            Message::new("x").message_id(format!("m{i}")),
+        )
+        .await;
+    }
+    while completed.len() < 3 {
+        let message = within("receive", device.receive(PATIENCE))
+            .await
+            .unwrap()
+            .expect("a message");
+        within("complete", device.complete(&message)).await.unwrap();
+        completed.insert(message.message_id.unwrap());
+    }
+
+    hub.kill_and_restart_on_same_ports(&flags);
+    for i in 5..10 {
+        send(
+            &service,
+            "dev1",
+            Message::new("x").message_id(format!("m{i}")),
+        )
+        .await;
+    }
+    let expected: BTreeSet<String> = (0..10).map(|i| format!("m{i}")).collect();
+    while completed != expected {
+        let message = within("receive after restart", device.receive(PATIENCE))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("lost: {:?}", expected.difference(&completed)));
+        // A message whose settlement the restart swallowed comes again; its
+        // lock from before the restart is gone.
+        match device.complete(&message).await {
+            Ok(()) | Err(ClientError::LockLost(_)) => {}
+            Err(e) => panic!("complete after restart: {e}"),
+        }
+        completed.insert(message.message_id.unwrap());
+    }
+    device.close().await;
+    if transport == Transport::Http {
+        // HTTPS has no connection to lose: no poll was in flight while the
+        // hub was down, so there was nothing to report.
+        return;
+    }
+    let seen: Vec<_> = statuses.lock().unwrap().iter().map(|c| c.status).collect();
+    let retrying = seen
+        .iter()
+        .position(|s| *s == ConnectionStatus::DisconnectedRetrying)
+        .unwrap_or_else(|| panic!("never reported DisconnectedRetrying: {seen:?}"));
+    assert!(
+        seen[retrying..].contains(&ConnectionStatus::Connected),
+        "never reconnected: {seen:?}"
+    );
+}
+
+async fn keeps_receiving_across_token_renewals(transport: Transport) {
+    let hub = Hub::start();
+    let cs = create_device(&hub, "dev1");
+    let lifetime = Duration::from_secs(4);
+    let options = device_options(&hub).token_lifetime(lifetime);
+    let device = DeviceClient::with_options(&cs, transport, options).unwrap();
+    let statuses = record_statuses(&device);
+    within("connect", device.connect()).await.unwrap();
+    let service = service(&hub, ServiceTransport::Http);
+
+    // Three token lifetimes: a connection still on its first token would
+    // have been refused by now.
+    let start = tokio::time::Instant::now();
+    let mut round = 0;
+    while start.elapsed() < lifetime * 3 {
+        let id = format!("m{round}");
+        send(&service, "dev1", Message::new("x").message_id(id.clone())).await;
+        let message = within("receive", device.receive(PATIENCE))
+            .await
+            .unwrap()
+            .expect("a message");
+        assert_eq!(message.message_id.as_deref(), Some(id.as_str()));
+        within("complete", device.complete(&message)).await.unwrap();
+        round += 1;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    let statuses = statuses.lock().unwrap().clone();
+    assert!(
+        statuses
+            .iter()
+            .all(|c| c.status != ConnectionStatus::Disconnected),
+        "{statuses:?}"
+    );
+    if matches!(transport, Transport::Mqtt | Transport::MqttWs) {
+        assert!(
+            statuses
+                .iter()
+                .any(|c| c.reason == StatusReason::ExpiredSasToken),
+            "MQTT renews by reconnecting: {statuses:?}"
+        );
+    }
+    device.close().await;
+}
+
+async fn a_wrong_key_is_refused_without_retrying(transport: Transport) {
+    let hub = Hub::start();
+    create_device(&hub, "dev1");
+    let wrong =
+        "HostName=localhost;DeviceId=dev1;SharedAccessKey=d3Jvbmcga2V5IHdyb25nIGtleSB3cm9uZyBrZXk=";
+    let device = DeviceClient::with_options(wrong, transport, device_options(&hub)).unwrap();
+    let error = match within("connect", device.connect()).await {
+        Err(e) => e,
+        // HTTPS has no connection: the first poll is refused.
+        Ok(()) => within("receive", device.receive(PATIENCE))
+            .await
+            .expect_err("a wrong key must be refused"),
+    };
+    assert!(matches!(error, ClientError::Unauthorized(_)), "{error:?}");
+    let mut watch = device.status_watch();
+    within(
+        "final status",
+        watch.wait_for(|c| c.status == ConnectionStatus::Disconnected),
+    )
+    .await
+    .unwrap();
+    assert_eq!(device.status().reason, StatusReason::BadCredential);
+}
+
+macro_rules! device_scenarios {
+    ($($name:ident => $transport:expr),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+
+            #[tokio::test]
+            async fn receives_with_properties_and_completes() {
+                super::receives_with_properties_and_completes($transport).await;
+            }
+
+            #[tokio::test]
+            async fn settles_by_the_transports_rules() {
+                super::settles_by_the_transports_rules($transport).await;
+            }
+
+            #[tokio::test]
+            async fn resumes_after_a_hub_restart_without_losing_messages() {
+                super::resumes_after_a_hub_restart_without_losing_messages($transport).await;
+            }
+
+            #[tokio::test]
+            async fn keeps_receiving_across_token_renewals() {
+                super::keeps_receiving_across_token_renewals($transport).await;
+            }
+
+            #[tokio::test]
+            async fn a_wrong_key_is_refused_without_retrying() {
+                super::a_wrong_key_is_refused_without_retrying($transport).await;
+            }
+        }
+    )*};
+}
+
+device_scenarios! {
+    mqtt => Transport::Mqtt,
+    mqtt_ws => Transport::MqttWs,
+    amqp => Transport::Amqp,
+    amqp_ws => Transport::AmqpWs,
+    http => Transport::Http,
+}
+
+async fn sends_and_reads_feedback(transport: ServiceTransport) {
+    let hub = Hub::start();
+    let cs = create_device(&hub, "dev1");
+    let service = service(&hub, transport);
+    let mut feedback = within("open feedback", service.feedback_receiver())
+        .await
+        .unwrap();
+    let receipt = within(
+        "send",
+        service.send(
+            "dev1",
+            &Message::new("hi")
+                .message_id("m1")
+                .property("k", "v")
+                .ack(Ack::Full),
+            PATIENCE,
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(receipt.device_id, "dev1");
+    assert_eq!(receipt.message_id.as_deref(), Some("m1"));
+    if transport == ServiceTransport::Http {
+        assert_eq!(receipt.sequence_number, Some(1));
+    }
+
+    let device = DeviceClient::with_options(&cs, Transport::Http, device_options(&hub)).unwrap();
+    let message = within("receive", device.receive(PATIENCE))
+        .await
+        .unwrap()
+        .expect("the message");
+    assert_eq!(message.property("k"), Some("v"));
+    within("complete", device.complete(&message)).await.unwrap();
+
+    let batch = within("feedback", feedback.receive(PATIENCE))
+        .await
+        .unwrap()
+        .expect("a feedback batch");
+    let record = &batch.records[0];
+    assert_eq!(record.original_message_id, "m1");
+    assert_eq!(record.device_id, "dev1");
+    assert_eq!(record.status_code, FeedbackStatus::Success);
+    within("complete feedback", feedback.complete(&batch))
+        .await
+        .unwrap();
+    let none = feedback.receive(Duration::from_millis(500)).await.unwrap();
+    assert!(none.is_none(), "completed feedback came back: {none:?}");
+    feedback.close().await;
+    service.close().await;
+}
+
+async fn refusals_are_typed(transport: ServiceTransport) {
+    let hub = Hub::start();
+    hub.ok(&[
+        "device",
+        "create",
+        "small",
+        "--max-queue-depth",
+        "1",
+        "--max-message-size",
+        "1024",
+    ]);
+    let service = service(&hub, transport);
+    let unknown = service
+        .send("nobody", &Message::new("x"), PATIENCE)
+        .await
+        .unwrap_err();
+    assert!(matches!(unknown, ClientError::NotFound(_)), "{unknown:?}");
+    assert_eq!(unknown.code(), Some(404001));
+
+    send(&service, "small", Message::new("first")).await;
+    let full = service
+        .send("small", &Message::new("second"), PATIENCE)
+        .await
+        .unwrap_err();
+    assert!(matches!(full, ClientError::QueueFull(_)), "{full:?}");
+    assert_eq!(full.code(), Some(403004));
+
+    let purged = within("purge", service.purge("small")).await.unwrap();
+    assert_eq!(purged.total_messages_purged, 1);
+    let big = service
+        .send("small", &Message::new(vec![b'x'; 4096]), PATIENCE)
+        .await
+        .unwrap_err();
+    assert!(matches!(big, ClientError::MessageTooLarge(_)), "{big:?}");
+    // Refusals are not retried: the hub saw one send of each.
+    assert!(!big.is_transient() && !full.is_transient() && !unknown.is_transient());
+
+    let wrong = ServiceClient::with_options(
+        "HostName=localhost;SharedAccessKeyName=iothubowner;SharedAccessKey=d3Jvbmcga2V5IHdyb25nIGtleSB3cm9uZyBrZXk=",
+        ServiceOptions::new()
+            .transport(transport)
+            .ca_certificate_file(hub.ca_path())
+            .unwrap()
+            .amqp_port(hub.ports().amqp)
+            .https_port(hub.ports().https),
+    )
+    .unwrap();
+    let refused = wrong
+        .send("small", &Message::new("x"), PATIENCE)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, ClientError::Unauthorized(_)),
+        "{refused:?}"
+    );
+}
+
+macro_rules! service_scenarios {
+    ($($name:ident => $transport:expr),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+
+            #[tokio::test]
+            async fn sends_and_reads_feedback() {
+                super::sends_and_reads_feedback($transport).await;
+            }
+
+            #[tokio::test]
+            async fn refusals_are_typed() {
+                super::refusals_are_typed($transport).await;
+            }
+        }
+    )*};
+}
+
+service_scenarios! {
+    service_amqp => ServiceTransport::Amqp,
+    service_amqp_ws => ServiceTransport::AmqpWs,
+    service_http => ServiceTransport::Http,
+}
