@@ -1,6 +1,6 @@
 //! Prints every delivery feedback record as it arrives and completes each
-//! batch. `IDLE_LIMIT=n` stops after n minutes without feedback; otherwise it
-//! runs until Ctrl-C.
+//! batch. `COUNT=n` stops after n batches and `IDLE_LIMIT=n` after n minutes
+//! without feedback; otherwise it runs until Ctrl-C.
 //!
 //! ```sh
 //! SERVICE_CONNECTION_STRING='HostName=localhost;SharedAccessKeyName=service;SharedAccessKey=…' \
@@ -17,6 +17,7 @@ use courier_client::ServiceClient;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let connection_string = common::required("SERVICE_CONNECTION_STRING")?;
+    let count: Option<u64> = std::env::var("COUNT").ok().map(|c| c.parse()).transpose()?;
     let idle_limit: Option<u32> = std::env::var("IDLE_LIMIT")
         .ok()
         .map(|c| c.parse())
@@ -25,7 +26,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut feedback = service.feedback_receiver().await?;
     println!("waiting for feedback (Ctrl-C to stop)");
     let mut idle = 0;
-    loop {
+    let mut batches = 0u64;
+    while count.is_none_or(|n| batches < n) {
         let batch = tokio::select! {
             batch = feedback.receive(Duration::from_secs(60)) => batch?,
             _ = tokio::signal::ctrl_c() => break,
@@ -48,6 +50,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
         feedback.complete(&batch).await?;
+        batches += 1;
     }
     feedback.close().await;
     service.close().await;

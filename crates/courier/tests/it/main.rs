@@ -7,6 +7,7 @@ mod amqp;
 mod bench;
 mod cli;
 mod crash;
+mod examples;
 mod mqtt;
 mod sdk;
 mod support;
