@@ -163,7 +163,7 @@ fn the_callback_device_example_prints_and_completes_until_interrupted() {
         .ok(&["device", "create", "thermostat-1"])
         .trim()
         .to_owned();
-    let mut simulated = example(
+    let simulated = example(
         &hub,
         "simulated_device",
         &[
