@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use crate::credentials::Credentials;
 use crate::net::Endpoint;
 use crate::{
-    ClientError, FeedbackBatch, Message, Outcome, RegistryManager, RetryPolicy, ServiceOptions,
-    ServiceTransport,
+    Ack, ClientError, FeedbackBatch, Message, Outcome, RegistryManager, RetryPolicy,
+    ServiceOptions, ServiceTransport,
 };
 
 /// Everything about one service identity that does not change.
@@ -154,7 +154,9 @@ impl ServiceClient {
 
     /// Sends `message` to `device_id`'s queue, retrying transient failures
     /// by the retry policy until `timeout` has passed. Returns once the hub
-    /// has durably queued it.
+    /// has durably queued it. A message that asks for feedback but has no
+    /// message id is given a random one (feedback names messages by id); the
+    /// receipt says which.
     pub async fn send(
         &self,
         device_id: &str,
@@ -166,6 +168,13 @@ impl ServiceClient {
                 "the device id is empty".into(),
             ));
         }
+        let with_id;
+        let message = if message.ack != Ack::None && message.message_id.is_none() {
+            with_id = message.clone().message_id(uuid::Uuid::new_v4().to_string());
+            &with_id
+        } else {
+            message
+        };
         let policy = &self.inner.config.options.retry_policy;
         with_retry(policy, timeout, "send", || async {
             match &self.inner.amqp {

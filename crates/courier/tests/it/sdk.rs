@@ -393,6 +393,15 @@ async fn sends_and_reads_feedback(transport: ServiceTransport) {
         assert_eq!(receipt.sequence_number, Some(1));
     }
 
+    // Feedback names messages by id: one asking for feedback gets an id.
+    let anonymous = within(
+        "send without an id",
+        service.send("dev1", &Message::new("no id").ack(Ack::Positive), PATIENCE),
+    )
+    .await
+    .unwrap();
+    assert!(anonymous.message_id.is_some_and(|id| !id.is_empty()));
+
     let device = DeviceClient::with_options(&cs, Transport::Http, device_options(&hub)).unwrap();
     let message = within("receive", device.receive(PATIENCE))
         .await
