@@ -3,7 +3,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod amqp;
 mod bench;
 mod cli;
 mod crash;
