@@ -136,6 +136,54 @@ fn read_pem(path: &Path) -> Result<Vec<u8>, ClientError> {
         .map_err(|e| ClientError::InvalidArgument(format!("cannot read {}: {e}", path.display())))
 }
 
+/// The setters device and service options share, with one doc each.
+macro_rules! common_setters {
+    () => {
+        /// Trusts these PEM CA certificates (and no public roots).
+        pub fn ca_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+            self.connectivity.ca_pem = Some(pem.into());
+            self
+        }
+
+        /// Trusts the PEM CA certificates in this file (and no public roots).
+        pub fn ca_certificate_file(self, path: impl AsRef<Path>) -> Result<Self, ClientError> {
+            Ok(self.ca_certificate_pem(read_pem(path.as_ref())?))
+        }
+
+        /// Time allowed for one operation (connect, settle, one request).
+        pub fn operation_timeout(mut self, timeout: Duration) -> Self {
+            self.operation_timeout = timeout;
+            self
+        }
+
+        /// How to retry after a transient failure (a lost connection, a
+        /// network fault, throttling).
+        pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+            self.retry_policy = policy;
+            self
+        }
+
+        /// Lifetime of each SAS token minted from the key; tokens are
+        /// renewed at 85 % of it.
+        pub fn token_lifetime(mut self, lifetime: Duration) -> Self {
+            self.token_lifetime = lifetime.max(Duration::from_secs(1));
+            self
+        }
+
+        /// Connects AMQP to this port instead of 5671.
+        pub fn amqp_port(mut self, port: u16) -> Self {
+            self.connectivity.ports.amqp = port;
+            self
+        }
+
+        /// Connects HTTPS and WebSockets to this port instead of 443.
+        pub fn https_port(mut self, port: u16) -> Self {
+            self.connectivity.ports.https = port;
+            self
+        }
+    };
+}
+
 /// Options of a [`DeviceClient`](crate::DeviceClient).
 ///
 /// ```
@@ -182,45 +230,15 @@ impl DeviceOptions {
         Self::default()
     }
 
-    /// Trusts these PEM CA certificates (and no public roots).
-    pub fn ca_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
-        self.connectivity.ca_pem = Some(pem.into());
-        self
-    }
-
-    /// Trusts the PEM CA certificates in this file (and no public roots).
-    pub fn ca_certificate_file(self, path: impl AsRef<Path>) -> Result<Self, ClientError> {
-        Ok(self.ca_certificate_pem(read_pem(path.as_ref())?))
-    }
-
     /// Authenticates with this client certificate (connection strings with `x509=true`).
     pub fn x509_identity(mut self, identity: X509Identity) -> Self {
         self.identity = Some(identity);
         self
     }
 
-    /// Time allowed for one operation (connect, settle, one HTTP request).
-    pub fn operation_timeout(mut self, timeout: Duration) -> Self {
-        self.operation_timeout = timeout;
-        self
-    }
-
-    /// How to reconnect after the connection is lost.
-    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
-        self.retry_policy = policy;
-        self
-    }
-
     /// MQTT keep-alive (PINGREQ interval); AMQP idle timeout is twice it.
     pub fn keep_alive(mut self, keep_alive: Duration) -> Self {
         self.keep_alive = keep_alive;
-        self
-    }
-
-    /// Lifetime of each SAS token minted from the key; tokens are renewed
-    /// at 85 % of it.
-    pub fn token_lifetime(mut self, lifetime: Duration) -> Self {
-        self.token_lifetime = lifetime.max(Duration::from_secs(1));
         self
     }
 
@@ -243,17 +261,7 @@ impl DeviceOptions {
         self
     }
 
-    /// Connects AMQP to this port instead of 5671.
-    pub fn amqp_port(mut self, port: u16) -> Self {
-        self.connectivity.ports.amqp = port;
-        self
-    }
-
-    /// Connects HTTPS and WebSockets to this port instead of 443.
-    pub fn https_port(mut self, port: u16) -> Self {
-        self.connectivity.ports.https = port;
-        self
-    }
+    common_setters!();
 }
 
 /// Options of a [`ServiceClient`](crate::ServiceClient).
@@ -298,44 +306,5 @@ impl ServiceOptions {
         self
     }
 
-    /// Trusts these PEM CA certificates (and no public roots).
-    pub fn ca_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
-        self.connectivity.ca_pem = Some(pem.into());
-        self
-    }
-
-    /// Trusts the PEM CA certificates in this file (and no public roots).
-    pub fn ca_certificate_file(self, path: impl AsRef<Path>) -> Result<Self, ClientError> {
-        Ok(self.ca_certificate_pem(read_pem(path.as_ref())?))
-    }
-
-    /// Time allowed for one operation.
-    pub fn operation_timeout(mut self, timeout: Duration) -> Self {
-        self.operation_timeout = timeout;
-        self
-    }
-
-    /// How to retry transient failures.
-    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
-        self.retry_policy = policy;
-        self
-    }
-
-    /// Lifetime of each SAS token minted from the key.
-    pub fn token_lifetime(mut self, lifetime: Duration) -> Self {
-        self.token_lifetime = lifetime.max(Duration::from_secs(1));
-        self
-    }
-
-    /// Connects AMQP to this port instead of 5671.
-    pub fn amqp_port(mut self, port: u16) -> Self {
-        self.connectivity.ports.amqp = port;
-        self
-    }
-
-    /// Connects HTTPS and WebSockets to this port instead of 443.
-    pub fn https_port(mut self, port: u16) -> Self {
-        self.connectivity.ports.https = port;
-        self
-    }
+    common_setters!();
 }
