@@ -193,7 +193,8 @@ fn defer_or_release<T: Send + 'static>(
     })
 }
 
-fn release_delivery(d: courier_core::Delivery) -> Command {
+/// The command that returns an unclaimed delivery to its queue.
+pub(crate) fn release_delivery(d: courier_core::Delivery) -> Command {
     Command::Settle {
         id: d.device_id,
         token: d.lock_token,
@@ -202,7 +203,8 @@ fn release_delivery(d: courier_core::Delivery) -> Command {
     }
 }
 
-fn release_feedback(d: courier_core::FeedbackDelivery) -> Command {
+/// The command that returns an unclaimed feedback batch to its queue.
+pub(crate) fn release_feedback(d: courier_core::FeedbackDelivery) -> Command {
     Command::SettleFeedback {
         token: d.lock_token,
         how: Settle::Release,

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::info;
 
 use crate::codec;
-use crate::engine::{Command, Engine, Settle, Shared};
+use crate::engine::{release_delivery, release_feedback, Command, Engine, Settle, Shared};
 use crate::error::{Error, OpenError};
 use crate::presence::{ConnectionGuard, ConnectionState, Presence};
 use crate::views::DeviceCredentials;
@@ -246,8 +246,37 @@ impl Hub {
     pub async fn receive(&self, id: &DeviceId) -> Result<Option<Delivery>, Error> {
         let id = id.clone();
         let token = new_lock_token();
-        self.call(|reply| Command::Receive { id, token, reply })
+        self.claim(
+            |reply| Command::Receive { id, token, reply },
+            release_delivery,
+        )
+        .await
+    }
+
+    /// Like [`Hub::call`] for a receive. If the caller is dropped after the
+    /// engine answered but before the answer was read (a head dropping a
+    /// pending receive as its connection closes), the engine's answer is
+    /// still in the channel: the guard hands it back for release, so the
+    /// message does not stay invisible until its lock lapses.
+    async fn claim<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<Option<T>, Error>>) -> Command,
+        release: fn(T) -> Command,
+    ) -> Result<Option<T>, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
             .await
+            .map_err(|_| Error::ShuttingDown)?;
+        let mut guard = Unclaimed {
+            rx,
+            engine: self.tx.clone(),
+            release,
+            read: false,
+        };
+        let answer = (&mut guard.rx).await;
+        guard.read = true;
+        answer.map_err(|_| Error::ShuttingDown)?
     }
 
     /// Like [`Hub::receive`], but waits up to `wait` for a message to arrive.
@@ -288,6 +317,13 @@ impl Hub {
         self.settle(id, token, Settle::Abandon).await
     }
 
+    /// Returns a locked message to the queue without counting a delivery
+    /// (its delivery already counted, or never reached the device), e.g. a
+    /// message in flight on a connection that closed.
+    pub async fn release(&self, id: &DeviceId, token: LockToken) -> Result<(), Error> {
+        self.settle(id, token, Settle::Release).await
+    }
+
     async fn settle(&self, id: &DeviceId, token: LockToken, how: Settle) -> Result<(), Error> {
         let id = id.clone();
         self.call(|reply| Command::Settle {
@@ -308,8 +344,11 @@ impl Hub {
     /// Receives and locks the next feedback batch, if one is available now.
     pub async fn receive_feedback(&self) -> Result<Option<FeedbackDelivery>, Error> {
         let token = new_lock_token();
-        self.call(|reply| Command::ReceiveFeedback { token, reply })
-            .await
+        self.claim(
+            |reply| Command::ReceiveFeedback { token, reply },
+            release_feedback,
+        )
+        .await
     }
 
     /// Like [`Hub::receive_feedback`], but waits up to `wait` for a batch.
@@ -384,5 +423,27 @@ fn fresh_identity() -> FreshIdentity {
         generation_id: ticks.to_string(),
         primary_key: key(),
         secondary_key: key(),
+    }
+}
+
+/// A receive's answer channel, guarded: dropped unread with an answer in it,
+/// it sends the answer's release to the engine.
+struct Unclaimed<T> {
+    rx: oneshot::Receiver<Result<Option<T>, Error>>,
+    engine: mpsc::Sender<Command>,
+    release: fn(T) -> Command,
+    read: bool,
+}
+
+impl<T> Drop for Unclaimed<T> {
+    fn drop(&mut self) {
+        if self.read {
+            return;
+        }
+        if let Ok(Ok(Some(unclaimed))) = self.rx.try_recv() {
+            // If the engine is too busy to take it now, the lock lapses as
+            // it would have anyway.
+            let _ = self.engine.try_send((self.release)(unclaimed));
+        }
     }
 }

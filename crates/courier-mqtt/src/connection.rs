@@ -203,6 +203,16 @@ enum Phase {
 pub(crate) struct Connection {
     limits: Limits,
     phase: Phase,
+    /// What the session had in flight, unacknowledged, when it closed.
+    left_locked: Vec<LockToken>,
+}
+
+fn unacknowledged(s: &Session) -> Vec<LockToken> {
+    s.window
+        .values()
+        .filter(|f| !f.completing)
+        .map(|f| f.lock_token)
+        .collect()
 }
 
 impl Connection {
@@ -218,6 +228,7 @@ impl Connection {
             phase: Phase::AwaitingConnect {
                 deadline: now.saturating_add(limits.connect_timeout),
             },
+            left_locked: Vec::new(),
         }
     }
 
@@ -233,6 +244,15 @@ impl Connection {
     /// Whether the connection has ended.
     pub(crate) fn is_closed(&self) -> bool {
         matches!(self.phase, Phase::Closed)
+    }
+
+    /// Lock tokens of messages published and neither acknowledged nor lapsed:
+    /// what the connection leaves locked at the hub when it ends.
+    pub(crate) fn unacknowledged(&self) -> Vec<LockToken> {
+        match &self.phase {
+            Phase::Connected(s) => unacknowledged(s),
+            _ => self.left_locked.clone(),
+        }
     }
 
     /// Messages published and not yet settled.
@@ -316,6 +336,9 @@ impl Connection {
     }
 
     fn close(&mut self, reason: CloseReason, out: &mut Vec<Action>) {
+        if let Phase::Connected(s) = &self.phase {
+            self.left_locked = unacknowledged(s);
+        }
         self.phase = Phase::Closed;
         out.push(Action::Close(reason));
     }

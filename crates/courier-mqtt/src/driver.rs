@@ -193,6 +193,25 @@ impl Driver {
         if tokio::time::timeout(CLOSE_FLUSH, drain).await.is_err() {
             warn!("completions still pending after {CLOSE_FLUSH:?} at close; their messages return when their locks lapse");
         }
+        // Messages published and never acknowledged go back to the queue now,
+        // for the device's next connection, instead of when their locks
+        // lapse. Release keeps the delivery count as it is: the delivery
+        // already counted (every-delivery mode) or, as with a lapsed lock,
+        // does not count (abandon-only mode).
+        if let Some(device) = self.attachment.as_ref().map(|a| a.device_id.clone()) {
+            let hub = self.shared.config.hub.clone();
+            let tokens = self.conn.unacknowledged();
+            let release = async {
+                for token in tokens {
+                    if let Err(e) = hub.release(&device, token).await {
+                        debug!(error = %e, "releasing an unacknowledged message at close");
+                    }
+                }
+            };
+            if tokio::time::timeout(CLOSE_FLUSH, release).await.is_err() {
+                warn!("releasing unacknowledged messages took longer than {CLOSE_FLUSH:?}; the rest return when their locks lapse");
+            }
+        }
         if peer_gone {
             return;
         }

@@ -13,6 +13,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use courier_core::{DeviceId, LockToken};
 use fe2o3_amqp::link::{SendError, Sender};
@@ -27,6 +28,9 @@ use super::{deadline, lapsed, stopping, token_lapsed};
 use crate::connection::{Conn, Lease};
 use crate::convert::device_message;
 use crate::metrics::Counters;
+
+/// How long a closing link waits for dispositions already on their way.
+const CLOSE_DRAIN: Duration = Duration::from_secs(2);
 
 /// What the peer did with one transfer; `None` if its lock lapsed first.
 type Settled = (LockToken, Option<Result<Outcome, SendError>>);
@@ -104,6 +108,17 @@ pub(super) async fn run(
             () = stopping(&mut stop) => break,
         }
     }
+    // Dispositions the peer sent before it went are honoured first: a
+    // device may accept a message and close at once, and abandoning that
+    // message instead would deliver it again.
+    let drain = async {
+        while let Some(settled) = in_flight.next().await {
+            let settled: Settled = settled;
+            locked.remove(&settled.0);
+            settle(&conn, &id, settled).await;
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_DRAIN, drain).await;
     for token in locked {
         let _ = hub.abandon(&id, token).await;
     }

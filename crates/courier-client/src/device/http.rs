@@ -95,7 +95,11 @@ async fn receive_loop(
     let mut next_poll = Instant::now();
     let mut first = true;
     loop {
-        demand.wanted().await;
+        // Messages already in the inbox (and slots reserved for them) serve
+        // waiting receivers first.
+        demand
+            .wanted_beyond(|| inbox.max_capacity() - inbox.capacity())
+            .await;
         // A slot first, so that a message the hub locks for us has a place.
         let permit = match inbox.reserve().await {
             Ok(permit) => permit,

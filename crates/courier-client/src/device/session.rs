@@ -60,11 +60,13 @@ impl Demand {
         self.waiting.load(Ordering::SeqCst) > 0
     }
 
-    /// Returns once at least one receiver waits.
-    pub(crate) async fn wanted(&self) {
+    /// Returns once more receivers wait than `buffered()` messages are
+    /// ready for them: a message already in the inbox serves one waiter, so
+    /// polling for it too would lock a message nobody is waiting for.
+    pub(crate) async fn wanted_beyond(&self, buffered: impl Fn() -> usize) {
         loop {
             let changed = self.changed.notified();
-            if self.is_wanted() {
+            if self.waiting.load(Ordering::SeqCst) > buffered() {
                 return;
             }
             changed.await;

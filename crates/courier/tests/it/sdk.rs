@@ -355,6 +355,11 @@ macro_rules! device_scenarios {
             async fn a_wrong_key_is_refused_without_retrying() {
                 super::a_wrong_key_is_refused_without_retrying($transport).await;
             }
+
+            #[tokio::test]
+            async fn a_receiver_that_stops_leaves_the_rest_to_the_next() {
+                super::a_receiver_that_stops_leaves_the_rest_to_the_next($transport).await;
+            }
         }
     )*};
 }
@@ -506,4 +511,39 @@ service_scenarios! {
     service_amqp => ServiceTransport::Amqp,
     service_amqp_ws => ServiceTransport::AmqpWs,
     service_http => ServiceTransport::Http,
+}
+
+/// One receive per client, as the CLI does: what the first client did not
+/// take is there for the next one at once, not after a lock timeout.
+async fn a_receiver_that_stops_leaves_the_rest_to_the_next(transport: Transport) {
+    let hub = Hub::start();
+    let cs = create_device(&hub, "dev1");
+    let service = service(&hub, ServiceTransport::Http);
+    for i in 0..3 {
+        send(
+            &service,
+            "dev1",
+            Message::new("x").message_id(format!("m{i}")),
+        )
+        .await;
+    }
+    // Messages a closed connection had in flight come back at once (in
+    // whatever order), not when their locks lapse.
+    let mut completed = BTreeSet::new();
+    for i in 0..3 {
+        let device = DeviceClient::with_options(&cs, transport, device_options(&hub)).unwrap();
+        let message = within("receive", device.receive(Duration::from_secs(10)))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| {
+                panic!("client {i} got nothing: a message is locked by a client that is gone")
+            });
+        within("complete", device.complete(&message)).await.unwrap();
+        assert!(
+            completed.insert(message.message_id.unwrap()),
+            "delivered twice"
+        );
+        device.close().await;
+    }
+    assert_eq!(completed.len(), 3);
 }
