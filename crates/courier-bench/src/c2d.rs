@@ -1,21 +1,25 @@
-//! `courier bench c2d`: devices connected, S senders, M × N messages, measured.
+//! `courier bench c2d`: devices connected, S senders, M × N messages, measured;
+//! against the hub (HTTPS senders) or, in broker mode, a plain MQTT broker
+//! (MQTT publishers), with the same devices, measurements and report.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use futures_util::stream::{self, StreamExt as _, TryStreamExt as _};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::fleet::{self, PREFIX};
 use crate::http::Service;
-use crate::mqtt::{stamped_body, Counters, DeviceOutcome};
-use crate::options::{AckMode, C2dPlan};
+use crate::mqtt::{Counters, DeviceOutcome, MqttDevice};
+use crate::options::{AckMode, C2dPlan, OptionsError};
 use crate::process::ProcessSample;
-use crate::report::{C2dReport, ErrorCount, GeneratorUsage, HubUsage, Throughput};
+use crate::publisher::{PublishJob, Publisher};
+use crate::report::{BrokerReport, C2dReport, ErrorCount, GeneratorUsage, HubUsage, Throughput};
+use crate::sender::Sender;
 use crate::stats::{ErrorCounts, Latencies};
-use crate::target::{BenchTarget, Observer, Progress};
+use crate::target::{BenchTarget, BrokerTarget, Observer, Progress};
 use crate::BenchError;
 
 /// A run gives up waiting when nothing arrives for this long.
@@ -24,6 +28,8 @@ const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 const TICK: Duration = Duration::from_millis(100);
 /// Feedback receivers running at once (each long-polls, then completes a batch).
 const FEEDBACK_RECEIVERS: usize = 4;
+/// Broker-mode publisher connections opened at once.
+const PUBLISHER_CONNECT_CONCURRENCY: usize = 16;
 
 /// Runs the plan against `target` and reports what happened; devices are
 /// deleted at the end unless `plan.keep_devices`.
@@ -45,7 +51,25 @@ pub async fn run_c2d(
         plan.devices - 1
     ));
     let result = match fleet::create(&service, &ids, &key, max_queue_depth).await {
-        Ok(()) => measure(target, plan, &service, &ids, &key, port, observer).await,
+        Ok(()) => {
+            let connected = async {
+                let endpoint = target.mqtt_endpoint(port).await?;
+                let sources = endpoint.sources(plan.source_addresses, plan.devices)?;
+                observer.phase(&format!(
+                    "connecting {} devices over MQTT/TLS{}",
+                    ids.len(),
+                    from_sources(&sources)
+                ));
+                fleet::connect(&endpoint, &sources, target, &ids, &key).await
+            };
+            match connected.await {
+                Ok(devices) => {
+                    let senders = Senders::Https(&service);
+                    measure(plan, &ids, devices, senders, target.hub_pid, observer).await
+                }
+                Err(e) => Err(e),
+            }
+        }
         Err(e) => Err(e),
     };
     if !plan.keep_devices {
@@ -56,24 +80,100 @@ pub async fn run_c2d(
         }
     }
     result.map(|mut report| {
-        report.max_queue_depth = max_queue_depth;
+        report.max_queue_depth = Some(max_queue_depth);
         report
     })
 }
 
-async fn measure(
-    target: &BenchTarget,
+/// Broker mode: the same run against a plain MQTT broker. Devices connect
+/// with persistent sessions (clean session = false, after clearing what an
+/// earlier run left) and subscribe QoS 1 to their C2D topic filter;
+/// `plan.senders` publisher connections stand in for the service and publish
+/// QoS 1 to `devices/{id}/messages/devicebound/{property bag}`, each with up
+/// to `plan.publish_window` PUBLISHes unacknowledged. A message counts as
+/// sent when the broker's PUBACK arrives.
+pub async fn run_c2d_broker(
+    broker: &BrokerTarget,
     plan: &C2dPlan,
-    service: &Service,
-    ids: &[String],
-    key: &str,
-    port: u16,
     observer: &dyn Observer,
 ) -> Result<C2dReport, BenchError> {
-    let devices_n = ids.len();
-    observer.phase(&format!("connecting {devices_n} devices over MQTT/TLS"));
-    let devices = fleet::connect(target, port, ids, key).await?;
+    plan.validate()?;
+    if plan.ack == AckMode::Full {
+        return Err(OptionsError::BrokerFeedback.into());
+    }
+    let endpoint = broker.endpoint().await?;
+    let connections = plan.devices.saturating_add(plan.senders);
+    let sources = endpoint.sources(plan.source_addresses, connections)?;
+    let ids = fleet::device_ids(plan.devices);
+    observer.phase(&format!(
+        "connecting {} devices to {} (persistent sessions, SUBSCRIBE QoS 1){}",
+        ids.len(),
+        broker.url,
+        from_sources(&sources)
+    ));
+    let devices = fleet::connect_to_broker(&endpoint, &sources, &ids).await?;
+    observer.phase(&format!(
+        "connecting {} publishers (window {})",
+        plan.senders, plan.publish_window
+    ));
+    let (endpoint, sources, devices_n) = (&endpoint, &sources, ids.len());
+    let publishers: Vec<Publisher> = stream::iter(0..plan.senders)
+        .map(|index| async move {
+            let slot = usize::try_from(index)
+                .unwrap_or(0)
+                .saturating_add(devices_n);
+            Publisher::connect(
+                endpoint,
+                fleet::source(sources, slot),
+                &format!("{PREFIX}publisher-{index}"),
+            )
+            .await
+            .map_err(|reason| BenchError::Publisher { index, reason })
+        })
+        .buffered(PUBLISHER_CONNECT_CONCURRENCY)
+        .try_collect()
+        .await?;
+    let mut report = measure(
+        plan,
+        &ids,
+        devices,
+        Senders::Mqtt(publishers),
+        broker.pid,
+        observer,
+    )
+    .await?;
+    report.max_queue_depth = None;
+    report.broker = Some(BrokerReport {
+        url: broker.url.clone(),
+        publish_window: plan.publish_window,
+    });
+    Ok(report)
+}
 
+/// " from 127.0.0.1…127.0.0.N" when connections are spread over addresses.
+fn from_sources(sources: &[std::net::IpAddr]) -> String {
+    match (sources.first(), sources.last()) {
+        (Some(first), Some(last)) if sources.len() > 1 => format!(" from {first}…{last}"),
+        _ => String::new(),
+    }
+}
+
+/// Who sends the run's messages.
+enum Senders<'a> {
+    /// `plan.senders` HTTPS senders to the hub's service API.
+    Https(&'a Service),
+    /// Connected publishers to a plain broker.
+    Mqtt(Vec<Publisher>),
+}
+
+async fn measure(
+    plan: &C2dPlan,
+    ids: &[String],
+    devices: Vec<MqttDevice>,
+    senders: Senders<'_>,
+    pid: Option<u32>,
+    observer: &dyn Observer,
+) -> Result<C2dReport, BenchError> {
     let counters = Arc::new(Counters::default());
     let errors = Arc::new(ErrorCounts::default());
     let (stop, stopped) = watch::channel(false);
@@ -84,7 +184,7 @@ async fn measure(
         receivers.spawn(device.receive(epoch, per_device, counters.clone(), stopped.clone()));
     }
 
-    let hub_before = target.hub_pid.map(ProcessSample::read).transpose()?;
+    let hub_before = pid.map(ProcessSample::read).transpose()?;
     let generator_before = ProcessSample::read_self().ok();
     let total = u64::from(plan.total_messages().unwrap_or(u32::MAX));
     observer.phase(&format!(
@@ -98,9 +198,9 @@ async fn measure(
     let feedback = Arc::new(AtomicU64::new(0));
     let feedback_done = Arc::new(AtomicBool::new(false));
     let mut feedback_tasks = JoinSet::new();
-    if plan.ack == AckMode::Full {
+    if let (AckMode::Full, Senders::Https(service)) = (plan.ack, &senders) {
         for _ in 0..FEEDBACK_RECEIVERS {
-            let service = service.clone();
+            let service = Service::clone(service);
             let (feedback, done, errors) =
                 (feedback.clone(), feedback_done.clone(), errors.clone());
             feedback_tasks.spawn(async move {
@@ -119,27 +219,50 @@ async fn measure(
     let start = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let shared_ids: Arc<[String]> = ids.into();
-    let mut senders = JoinSet::new();
-    for _ in 0..plan.senders {
-        let sender = Sender {
-            service: service.clone(),
-            ids: shared_ids.clone(),
-            next: next.clone(),
-            total,
-            rate: plan.rate.map(|r| f64::from(r.get())),
-            start,
-            epoch,
-            body_bytes: usize::try_from(plan.body_bytes).unwrap_or(8),
-            ack: plan.ack,
-            counters: counters.clone(),
-            errors: errors.clone(),
-        };
-        senders.spawn(sender.run());
+    let rate = plan.rate.map(|r| f64::from(r.get()));
+    let body_bytes = usize::try_from(plan.body_bytes).unwrap_or(8);
+    let mut sending = JoinSet::new();
+    match senders {
+        Senders::Https(service) => {
+            for _ in 0..plan.senders {
+                let sender = Sender {
+                    service: service.clone(),
+                    ids: shared_ids.clone(),
+                    next: next.clone(),
+                    total,
+                    rate,
+                    start,
+                    epoch,
+                    body_bytes,
+                    ack: plan.ack,
+                    counters: counters.clone(),
+                    errors: errors.clone(),
+                };
+                sending.spawn(sender.run());
+            }
+        }
+        Senders::Mqtt(publishers) => {
+            let job = PublishJob {
+                ids: shared_ids.clone(),
+                next: next.clone(),
+                total,
+                rate,
+                start,
+                epoch,
+                body_bytes,
+                window: plan.publish_window,
+                counters: counters.clone(),
+                errors: errors.clone(),
+            };
+            for publisher in publishers {
+                sending.spawn(publisher.run(job.clone()));
+            }
+        }
     }
 
     let mut hub_peak_rss = 0_u64;
     let sample_hub = |peak: &mut u64| {
-        if let Some(sample) = target.hub_pid.and_then(|pid| ProcessSample::read(pid).ok()) {
+        if let Some(sample) = pid.and_then(|pid| ProcessSample::read(pid).ok()) {
             *peak = (*peak).max(sample.rss_bytes);
         }
     };
@@ -151,9 +274,9 @@ async fn measure(
     };
     let mut ticker = tokio::time::interval(TICK);
     let mut last_send: Option<Instant> = None;
-    while !senders.is_empty() {
+    while !sending.is_empty() {
         tokio::select! {
-            done = senders.join_next() => {
+            done = sending.join_next() => {
                 if let Some(Ok(Some(at))) = done {
                     last_send = Some(last_send.map_or(at, |l| l.max(at)));
                 }
@@ -210,7 +333,7 @@ async fn measure(
         while feedback_tasks.join_next().await.is_some() {}
     }
 
-    let hub_after = target.hub_pid.map(ProcessSample::read).transpose()?;
+    let hub_after = pid.map(ProcessSample::read).transpose()?;
     let generator_after = ProcessSample::read_self().ok();
     sample_hub(&mut hub_peak_rss);
     observer.progress(progress(&counters, &errors));
@@ -243,7 +366,7 @@ async fn measure(
             0.0
         }
     };
-    let hub = match (target.hub_pid, hub_before, hub_after) {
+    let hub = match (pid, hub_before, hub_after) {
         (Some(pid), Some(before), Some(after)) => {
             let cpu = after.cpu.saturating_sub(before.cpu);
             Some(HubUsage {
@@ -269,7 +392,8 @@ async fn measure(
         http: plan.http,
         ack: plan.ack,
         body_bytes: plan.body_bytes,
-        max_queue_depth: plan.messages_per_device,
+        max_queue_depth: Some(plan.messages_per_device),
+        broker: None,
         sent,
         delivered,
         redelivered: outcome.redelivered,
@@ -292,53 +416,4 @@ async fn measure(
             cpu_micros_per_message: per_message(generator_cpu),
         },
     })
-}
-
-/// One service sender: takes the next message number, waits for its slot
-/// when a rate is set, and sends it to device `number % devices`.
-struct Sender {
-    service: Service,
-    ids: Arc<[String]>,
-    next: Arc<AtomicU64>,
-    total: u64,
-    rate: Option<f64>,
-    start: Instant,
-    epoch: Instant,
-    body_bytes: usize,
-    ack: AckMode,
-    counters: Arc<Counters>,
-    errors: Arc<ErrorCounts>,
-}
-
-impl Sender {
-    /// Sends until every message is taken; returns when its last success was answered.
-    async fn run(self) -> Option<Instant> {
-        let mut last_ok = None;
-        let devices = self.ids.len() as u64;
-        loop {
-            let number = self.next.fetch_add(1, Ordering::Relaxed);
-            if number >= self.total {
-                return last_ok;
-            }
-            if let Some(rate) = self.rate {
-                let due = self.start + Duration::from_secs_f64(number as f64 / rate);
-                tokio::time::sleep_until(due.into()).await;
-            }
-            let Some(device) = usize::try_from(number % devices)
-                .ok()
-                .and_then(|i| self.ids.get(i))
-            else {
-                return last_ok;
-            };
-            let stamp = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            let body = Bytes::from(stamped_body(self.body_bytes, stamp));
-            match self.service.send(device, body, self.ack).await {
-                Ok(()) => {
-                    self.counters.sent.fetch_add(1, Ordering::Relaxed);
-                    last_ok = Some(Instant::now());
-                }
-                Err(e) => self.errors.add(e.kind, 1),
-            }
-        }
-    }
 }

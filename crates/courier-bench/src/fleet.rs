@@ -1,16 +1,18 @@
 //! The bench devices: registered, connected and removed in bulk, with a
 //! bounded number of operations in flight so setup never floods the hub.
 
+use std::net::IpAddr;
+
 use futures_util::stream::{self, StreamExt as _, TryStreamExt as _};
-use tokio_rustls::rustls::pki_types::ServerName;
 
 use crate::http::Service;
 use crate::mqtt::{DeviceLogin, MqttDevice};
+use crate::socket::Endpoint;
 use crate::target::BenchTarget;
 use crate::BenchError;
 
 /// Registry calls in flight at once.
-const REGISTRY_CONCURRENCY: usize = 32;
+const REGISTRY_CONCURRENCY: usize = 64;
 /// TLS handshakes + CONNECTs in flight at once.
 const CONNECT_CONCURRENCY: usize = 64;
 
@@ -57,40 +59,63 @@ pub(crate) async fn delete(service: &Service, ids: &[String]) -> u64 {
         .await
 }
 
-/// Connects and subscribes every device, in `ids` order.
+/// Connects and subscribes every device to the hub with its SAS token, in
+/// `ids` order, from the given loopback source addresses (round robin).
 pub(crate) async fn connect(
+    endpoint: &Endpoint,
+    sources: &[IpAddr],
     target: &BenchTarget,
-    port: u16,
     ids: &[String],
     key: &str,
 ) -> Result<Vec<MqttDevice>, BenchError> {
-    let tls = target.mqtt_tls()?;
-    let server_name = ServerName::try_from(target.server_name())
-        .map_err(|e| BenchError::Ca(format!("server name: {e}")))?;
-    let host = target.connect_host();
     let tokens = ids
         .iter()
         .map(|id| target.device_token(id, key))
         .collect::<Result<Vec<_>, _>>()?;
-    stream::iter(ids.iter().zip(&tokens))
-        .map(|(id, token)| {
-            let login = DeviceLogin {
-                tls: tls.clone(),
-                host: &host,
-                port,
-                server_name: server_name.clone(),
-                hub_host_name: &target.host_name,
-                device_id: id,
-                token,
-            };
-            async move {
-                MqttDevice::connect(login)
-                    .await
-                    .map_err(|reason| BenchError::Connect {
-                        device: id.clone(),
-                        reason,
-                    })
-            }
+    let logins = ids.iter().zip(&tokens).enumerate().map(|(i, (id, token))| {
+        let user_name = format!("{}/{id}/?api-version=2021-04-12", target.host_name);
+        DeviceLogin {
+            endpoint,
+            source: source(sources, i),
+            device_id: id,
+            credentials: Some((user_name, token.as_str())),
+            clear_old_session: false,
+        }
+    });
+    connect_all(logins).await
+}
+
+/// Connects and subscribes every device to a plain broker, anonymously,
+/// clearing any session an earlier run left under the same client id.
+pub(crate) async fn connect_to_broker(
+    endpoint: &Endpoint,
+    sources: &[IpAddr],
+    ids: &[String],
+) -> Result<Vec<MqttDevice>, BenchError> {
+    let logins = ids.iter().enumerate().map(|(i, id)| DeviceLogin {
+        endpoint,
+        source: source(sources, i),
+        device_id: id,
+        credentials: None,
+        clear_old_session: true,
+    });
+    connect_all(logins).await
+}
+
+/// The source address of connection `i`: round robin, none when empty.
+pub(crate) fn source(sources: &[IpAddr], i: usize) -> Option<IpAddr> {
+    (!sources.is_empty()).then(|| sources[i % sources.len()])
+}
+
+async fn connect_all<'a>(
+    logins: impl Iterator<Item = DeviceLogin<'a>>,
+) -> Result<Vec<MqttDevice>, BenchError> {
+    stream::iter(logins)
+        .map(|login| async move {
+            let device = login.device_id.to_owned();
+            MqttDevice::connect(login)
+                .await
+                .map_err(|reason| BenchError::Connect { device, reason })
         })
         .buffered(CONNECT_CONCURRENCY)
         .try_collect()

@@ -61,16 +61,23 @@ async fn hold(
     pid: u32,
     observer: &dyn Observer,
 ) -> Result<IdleReport, BenchError> {
+    let endpoint = target.mqtt_endpoint(port).await?;
+    let sources = endpoint.sources(plan.source_addresses, plan.connections)?;
     let before = ProcessSample::read(pid)?;
     observer.phase(&format!(
-        "connecting {} idle devices over MQTT/TLS",
-        ids.len()
+        "connecting {} idle devices over MQTT/TLS{}",
+        ids.len(),
+        match (sources.first(), sources.last()) {
+            (Some(first), Some(last)) => format!(" from {first}…{last}"),
+            _ => String::new(),
+        }
     ));
     let started = Instant::now();
-    let devices = fleet::connect(target, port, ids, key).await?;
+    let devices = fleet::connect(&endpoint, &sources, target, ids, key).await?;
     let connect_seconds = started.elapsed().as_secs_f64();
     // Every CONNACK and SUBACK is in: the hub holds each connection's state now.
     let after = ProcessSample::read(pid)?;
+    let generator_rss_bytes = ProcessSample::read_self().map_or(0, |s| s.rss_bytes);
 
     observer.phase("disconnecting");
     let (stop, stopped) = watch::channel(false);
@@ -86,6 +93,8 @@ async fn hold(
     let grown = after.rss_bytes.saturating_sub(before.rss_bytes);
     Ok(IdleReport {
         connections: plan.connections,
+        source_addresses: u32::try_from(sources.len()).unwrap_or(u32::MAX).max(1),
+        generator_rss_bytes,
         connect_seconds,
         pid,
         rss_before_bytes: before.rss_bytes,

@@ -3,7 +3,9 @@
 //! TLS, sends cloud-to-device messages from concurrent service senders over
 //! the HTTPS service API, and measures what the hub delivers (messages per
 //! second, send→receive latency percentiles, errors by kind) and what the
-//! hub's process spends doing it (CPU seconds, RSS, from `/proc`).
+//! hub's process spends doing it (CPU seconds, RSS, from `/proc`). Broker
+//! mode drives a plain MQTT broker (e.g. Mosquitto) the same way, with MQTT
+//! publishers standing in for the service, so the two compare in one run.
 //!
 //! It is a client like any other: it must not hold business logic of the hub
 //! or reach into its store, and it must stay lean, because it shares the
@@ -12,27 +14,34 @@
 //! channel or timer.
 
 mod c2d;
+mod fill;
 mod fleet;
 mod http;
 mod idle;
 mod mqtt;
 mod options;
 mod process;
+mod publisher;
 mod report;
+mod sender;
+mod socket;
 mod stats;
 mod target;
 
-pub use c2d::run_c2d;
+pub use c2d::{run_c2d, run_c2d_broker};
+pub use fill::run_fill;
 pub use idle::run_idle;
 pub use options::{
-    AckMode, C2dPlan, HttpVersion, IdlePlan, OptionsError, Transport, MAX_BODY_BYTES, MAX_DEVICES,
-    MIN_BODY_BYTES,
+    AckMode, C2dPlan, FillPlan, HttpVersion, IdlePlan, OptionsError, Transport, MAX_BODY_BYTES,
+    MAX_DEVICES, MAX_PUBLISH_WINDOW, MIN_BODY_BYTES,
 };
-pub use process::{ProcessSample, ProcessSampleError};
+pub use process::{pid_listening_on, ProcessSample, ProcessSampleError};
 pub use report::{
-    C2dReport, ErrorCount, GeneratorUsage, HubUsage, IdleReport, LatencyReport, Throughput,
+    BrokerReport, C2dReport, ErrorCount, FillReport, GeneratorUsage, HubUsage, IdleReport,
+    LatencyReport, Throughput,
 };
-pub use target::{BenchTarget, Observer, Progress, Silent};
+pub use socket::MAX_SOURCE_ADDRESSES;
+pub use target::{BenchTarget, BrokerTarget, Observer, Progress, Silent};
 
 /// Why a bench run could not be carried out (as opposed to errors counted in a report).
 #[derive(Debug, thiserror::Error)]
@@ -71,4 +80,31 @@ pub enum BenchError {
     /// The hub's process could not be read.
     #[error(transparent)]
     Process(#[from] ProcessSampleError),
+    /// The server's host name did not resolve.
+    #[error("cannot resolve {host}: {reason}")]
+    Resolve {
+        /// The host.
+        host: String,
+        /// Why.
+        reason: String,
+    },
+    /// Connections cannot come from the source addresses asked for.
+    #[error("source addresses: {0}")]
+    SourceAddresses(String),
+    /// The broker URL is not usable.
+    #[error("broker URL '{url}': {reason}")]
+    BrokerUrl {
+        /// The URL.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A broker-mode publisher could not connect.
+    #[error("publisher {index} could not connect to the broker: {reason}")]
+    Publisher {
+        /// Which publisher.
+        index: u32,
+        /// What went wrong.
+        reason: String,
+    },
 }

@@ -1,42 +1,41 @@
-//! One bench device on MQTT 3.1.1 over TLS, as an IoT SDK connects: CONNECT
-//! with a SAS token, SUBSCRIBE to its C2D topic, then PUBACK every message.
+//! One bench device on MQTT 3.1.1, as an IoT SDK connects: CONNECT with a
+//! persistent session (with a SAS token on the hub, anonymously on a plain
+//! broker), SUBSCRIBE QoS 1 to its C2D topic, then PUBACK every message.
 //!
 //! Lean on purpose: one task per connection; each read decodes every packet
 //! it holds and answers all their PUBACKs with one write; latency samples go
 //! to a per-device vector, counters are bumped once per read.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::BytesMut;
-use rumqttc::mqttbytes::v4::{ConnectReturnCode, Packet, PubAck, Subscribe, SubscribeReasonCode};
+use rumqttc::mqttbytes::v4::{Packet, PubAck, Subscribe, SubscribeReasonCode};
 use rumqttc::mqttbytes::{Error as CodecError, QoS};
 use rumqttc::Connect;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio_rustls::client::TlsStream;
-use tokio_rustls::rustls::pki_types::ServerName;
-use tokio_rustls::rustls::ClientConfig;
-use tokio_rustls::TlsConnector;
 
-/// Largest packet accepted from the hub.
-const MAX_PACKET: usize = 1 << 20;
-/// How long the hub gets to answer CONNECT and SUBSCRIBE.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::socket::{Connection, Endpoint, HANDSHAKE_TIMEOUT, MAX_PACKET};
+
 /// Free space kept in the read buffer: many PUBLISHes per read.
 const READ_CHUNK: usize = 32 * 1024;
 
 /// Where and as whom a device connects.
 pub(crate) struct DeviceLogin<'a> {
-    pub(crate) tls: Arc<ClientConfig>,
-    pub(crate) host: &'a str,
-    pub(crate) port: u16,
-    pub(crate) server_name: ServerName<'static>,
-    pub(crate) hub_host_name: &'a str,
+    pub(crate) endpoint: &'a Endpoint,
+    /// The loopback address to connect from, when the run spreads connections.
+    pub(crate) source: Option<IpAddr>,
     pub(crate) device_id: &'a str,
-    pub(crate) token: &'a str,
+    /// User name and password: IoT Hub's `{host}/{id}/?api-version=…` and a
+    /// SAS token on the hub; `None` (anonymous) on a plain broker.
+    pub(crate) credentials: Option<(String, &'a str)>,
+    /// Connect once with a clean session first, so that a session a plain
+    /// broker kept from an earlier run (and its queued messages) is gone; the
+    /// hub needs no such step (its bench devices are created afresh).
+    pub(crate) clear_old_session: bool,
 }
 
 /// Counters every device adds to, read by the progress line.
@@ -61,86 +60,49 @@ pub(crate) struct DeviceOutcome {
 
 /// A connected, subscribed device.
 pub(crate) struct MqttDevice {
-    stream: TlsStream<TcpStream>,
-    received: BytesMut,
+    connection: Connection,
 }
 
 impl MqttDevice {
-    /// Connects over TLS, sends CONNECT and SUBSCRIBE and waits for their answers.
+    /// Connects, sends CONNECT and SUBSCRIBE and waits for their answers.
     pub(crate) async fn connect(login: DeviceLogin<'_>) -> Result<Self, String> {
-        let work = async {
-            let tcp = TcpStream::connect((login.host, login.port))
-                .await
-                .map_err(|e| format!("TCP connect to {}:{}: {e}", login.host, login.port))?;
-            tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-            let stream = TlsConnector::from(login.tls)
-                .connect(login.server_name, tcp)
-                .await
-                .map_err(|e| format!("TLS handshake: {e}"))?;
-            let mut device = Self {
-                stream,
-                received: BytesMut::with_capacity(4096),
-            };
+        let connect = |clean_session| {
             let mut connect = Connect::new(login.device_id);
             // No keep-alive: the bench holds no timer per connection and the
-            // hub arms none (a keep-alive of 0 disables it in MQTT 3.1.1).
+            // server arms none (a keep-alive of 0 disables it in MQTT 3.1.1).
             connect.keep_alive = 0;
-            // Every SDK connects with a persistent session.
-            connect.clean_session = false;
-            connect.set_login(
-                format!(
-                    "{}/{}/?api-version=2021-04-12",
-                    login.hub_host_name, login.device_id
-                ),
-                login.token,
-            );
-            device.send(Packet::Connect(connect)).await?;
-            match device.next_packet().await? {
-                Packet::ConnAck(ack) if ack.code == ConnectReturnCode::Success => {}
-                Packet::ConnAck(ack) => return Err(format!("CONNACK {:?}", ack.code)),
-                other => return Err(format!("expected CONNACK, got {other:?}")),
+            connect.clean_session = clean_session;
+            if let Some((user_name, password)) = &login.credentials {
+                connect.set_login(user_name.clone(), *password);
             }
-            let filter = format!("devices/{}/messages/devicebound/#", login.device_id);
-            let mut subscribe = Subscribe::new(filter, QoS::AtLeastOnce);
-            subscribe.pkid = 1;
-            device.send(Packet::Subscribe(subscribe)).await?;
-            match device.next_packet().await? {
-                Packet::SubAck(ack)
-                    if ack.return_codes == [SubscribeReasonCode::Success(QoS::AtLeastOnce)] => {}
-                other => return Err(format!("expected SUBACK granting QoS 1, got {other:?}")),
-            }
-            Ok(device)
+            connect
         };
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, work)
-            .await
-            .map_err(|_| format!("no CONNACK and SUBACK within {HANDSHAKE_TIMEOUT:?}"))?
-    }
-
-    async fn send(&mut self, packet: Packet) -> Result<(), String> {
-        let mut bytes = BytesMut::new();
-        packet
-            .write(&mut bytes, MAX_PACKET)
-            .map_err(|e| format!("encode: {e}"))?;
-        self.stream
-            .write_all(&bytes)
-            .await
-            .map_err(|e| format!("write: {e}"))?;
-        self.stream.flush().await.map_err(|e| format!("write: {e}"))
-    }
-
-    async fn next_packet(&mut self) -> Result<Packet, String> {
-        loop {
-            match Packet::read(&mut self.received, MAX_PACKET) {
-                Ok(packet) => return Ok(packet),
-                Err(CodecError::InsufficientBytes(_)) => {}
-                Err(e) => return Err(format!("malformed packet from the hub: {e}")),
-            }
-            match self.stream.read_buf(&mut self.received).await {
-                Ok(0) => return Err("the hub closed the connection".into()),
-                Ok(_) => {}
-                Err(e) => return Err(format!("read: {e}")),
-            }
+        if login.clear_old_session {
+            Connection::open(login.endpoint, login.source, connect(true))
+                .await?
+                .close()
+                .await;
         }
+        // Every SDK connects with a persistent session.
+        let mut connection = Connection::open(login.endpoint, login.source, connect(false)).await?;
+        let filter = format!("devices/{}/messages/devicebound/#", login.device_id);
+        let mut subscribe = Subscribe::new(filter, QoS::AtLeastOnce);
+        subscribe.pkid = 1;
+        let subscribed = async {
+            connection.send(Packet::Subscribe(subscribe)).await?;
+            match connection.next_packet().await? {
+                Packet::SubAck(ack)
+                    if ack.return_codes == [SubscribeReasonCode::Success(QoS::AtLeastOnce)] =>
+                {
+                    Ok(())
+                }
+                other => Err(format!("expected SUBACK granting QoS 1, got {other:?}")),
+            }
+        };
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, subscribed)
+            .await
+            .map_err(|_| format!("no SUBACK within {HANDSHAKE_TIMEOUT:?}"))??;
+        Ok(Self { connection })
     }
 
     /// Receives and PUBACKs messages until `stop` changes, then disconnects.
@@ -159,15 +121,16 @@ impl MqttDevice {
             ..DeviceOutcome::default()
         };
         let mut acks = BytesMut::with_capacity(256);
+        let connection = &mut self.connection;
         loop {
-            if self.received.capacity() - self.received.len() < READ_CHUNK / 2 {
-                self.received.reserve(READ_CHUNK);
+            if connection.received.capacity() - connection.received.len() < READ_CHUNK / 2 {
+                connection.received.reserve(READ_CHUNK);
             }
             tokio::select! {
                 biased;
                 _ = stop.changed() => break,
-                read = self.stream.read_buf(&mut self.received) => match read {
-                    Ok(0) => { outcome.error = Some("mqtt: the hub closed the connection"); break; }
+                read = connection.stream.read_buf(&mut connection.received) => match read {
+                    Ok(0) => { outcome.error = Some("mqtt: the server closed the connection"); break; }
                     Err(_) => { outcome.error = Some("mqtt: read failed"); break; }
                     Ok(_) => {}
                 },
@@ -175,7 +138,7 @@ impl MqttDevice {
             let now = u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
             let mut first_deliveries = 0_u64;
             let decoded = loop {
-                match Packet::read(&mut self.received, MAX_PACKET) {
+                match Packet::read(&mut connection.received, MAX_PACKET) {
                     Ok(Packet::Publish(publish)) => {
                         if publish.qos != QoS::AtMostOnce
                             && PubAck::new(publish.pkid).write(&mut acks).is_err()
@@ -192,15 +155,15 @@ impl MqttDevice {
                         }
                     }
                     Ok(Packet::PingResp) => {}
-                    Ok(_) => break Err("mqtt: unexpected packet from the hub"),
+                    Ok(_) => break Err("mqtt: unexpected packet from the server"),
                     Err(CodecError::InsufficientBytes(_)) => break Ok(()),
-                    Err(_) => break Err("mqtt: malformed packet from the hub"),
+                    Err(_) => break Err("mqtt: malformed packet from the server"),
                 }
             };
             if !acks.is_empty() {
                 let written = async {
-                    self.stream.write_all(&acks).await?;
-                    self.stream.flush().await
+                    connection.stream.write_all(&acks).await?;
+                    connection.stream.flush().await
                 };
                 if written.await.is_err() {
                     outcome.error = Some("mqtt: write failed");
@@ -221,8 +184,7 @@ impl MqttDevice {
             }
         }
         if outcome.error.is_none() {
-            let _ = self.send(Packet::Disconnect).await;
-            let _ = self.stream.shutdown().await;
+            self.connection.close().await;
         }
         outcome
     }

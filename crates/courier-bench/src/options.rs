@@ -4,6 +4,8 @@ use std::num::NonZeroU32;
 
 use serde::Serialize;
 
+use crate::socket::MAX_SOURCE_ADDRESSES;
+
 /// How bench devices connect to the hub.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -52,8 +54,13 @@ pub enum HttpVersion {
     Http2,
 }
 
-/// Largest number of bench devices in one run (the hub's per-listener connection cap).
-pub const MAX_DEVICES: u32 = 10_000;
+/// Largest number of bench devices (or idle connections) in one run. The hub
+/// serves `--max-connections` per listener (10,000 by default) and each
+/// connection costs a file descriptor on both sides, so large runs need both
+/// raised (`BENCHMARKS.md`).
+pub const MAX_DEVICES: u32 = 1_000_000;
+/// Largest PUBLISH window per broker-mode publisher (packet ids are 16 bits).
+pub const MAX_PUBLISH_WINDOW: u32 = 4096;
 /// Smallest body: it carries the send timestamp (8 bytes).
 pub const MIN_BODY_BYTES: u32 = 8;
 /// Largest body the bench sends (IoT Hub's C2D limit).
@@ -80,6 +87,22 @@ pub enum OptionsError {
     /// Zero or too many idle connections.
     #[error("--connections must be between 1 and {MAX_DEVICES}, not {0}")]
     Connections(u32),
+    /// A publisher window of zero or past the packet-id space.
+    #[error("--publish-window must be between 1 and {MAX_PUBLISH_WINDOW}, not {0}")]
+    PublishWindow(u32),
+    /// Zero source addresses, or more than the loopback range gives.
+    #[error("--source-addresses must be between 1 and {MAX_SOURCE_ADDRESSES}, not {0}")]
+    SourceAddresses(u32),
+    /// Feedback exists only on the hub.
+    #[error("--ack full needs the hub: a plain broker has no feedback")]
+    BrokerFeedback,
+}
+
+fn check_sources(source_addresses: Option<u32>) -> Result<(), OptionsError> {
+    match source_addresses {
+        Some(n) if n == 0 || n > MAX_SOURCE_ADDRESSES => Err(OptionsError::SourceAddresses(n)),
+        _ => Ok(()),
+    }
 }
 
 /// A `courier bench c2d` run.
@@ -103,6 +126,11 @@ pub struct C2dPlan {
     pub http: HttpVersion,
     /// Leave the bench devices registered after the run.
     pub keep_devices: bool,
+    /// Broker mode: unacknowledged QoS 1 PUBLISHes per publisher connection.
+    pub publish_window: u32,
+    /// Loopback source addresses device connections come from (127.0.0.1 …);
+    /// `None`: as many as the device count needs.
+    pub source_addresses: Option<u32>,
 }
 
 impl C2dPlan {
@@ -118,6 +146,8 @@ impl C2dPlan {
             body_bytes: 64,
             http: HttpVersion::Http1,
             keep_devices: false,
+            publish_window: 1,
+            source_addresses: None,
         }
     }
 
@@ -135,6 +165,10 @@ impl C2dPlan {
         if !(MIN_BODY_BYTES..=MAX_BODY_BYTES).contains(&self.body_bytes) {
             return Err(OptionsError::BodySize(self.body_bytes));
         }
+        if self.publish_window == 0 || self.publish_window > MAX_PUBLISH_WINDOW {
+            return Err(OptionsError::PublishWindow(self.publish_window));
+        }
+        check_sources(self.source_addresses)?;
         self.total_messages()
             .map(|_| ())
             .ok_or(OptionsError::TooManyMessages)
@@ -159,6 +193,9 @@ pub struct IdlePlan {
     pub connections: u32,
     /// Leave the bench devices registered after the run.
     pub keep_devices: bool,
+    /// Loopback source addresses the connections come from (127.0.0.1 …);
+    /// `None`: as many as the connection count needs.
+    pub source_addresses: Option<u32>,
 }
 
 impl IdlePlan {
@@ -167,7 +204,42 @@ impl IdlePlan {
         if self.connections == 0 || self.connections > MAX_DEVICES {
             return Err(OptionsError::Connections(self.connections));
         }
-        Ok(())
+        check_sources(self.source_addresses)
+    }
+}
+
+/// A `courier bench fill` run: messages queued for devices that never connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FillPlan {
+    /// Bench devices `bench-0` … `bench-{devices-1}`.
+    pub devices: u32,
+    /// Messages queued for each device (also its `c2dLimits.maxQueueDepth`).
+    pub messages_per_device: u32,
+    /// Concurrent service senders.
+    pub senders: u32,
+    /// Bytes per message body.
+    pub body_bytes: u32,
+    /// HTTP version of the senders.
+    pub http: HttpVersion,
+}
+
+impl FillPlan {
+    /// Checks the plan.
+    pub fn validate(&self) -> Result<(), OptionsError> {
+        C2dPlan {
+            devices: self.devices,
+            messages_per_device: self.messages_per_device,
+            senders: self.senders,
+            body_bytes: self.body_bytes,
+            http: self.http,
+            ..C2dPlan::new()
+        }
+        .validate()
+    }
+
+    /// Devices × messages (validated to fit).
+    pub fn total_messages(&self) -> u32 {
+        self.devices.saturating_mul(self.messages_per_device)
     }
 }
 
@@ -236,6 +308,20 @@ mod tests {
                 },
                 OptionsError::TooManyMessages,
             ),
+            (
+                C2dPlan {
+                    publish_window: 0,
+                    ..base.clone()
+                },
+                OptionsError::PublishWindow(0),
+            ),
+            (
+                C2dPlan {
+                    source_addresses: Some(MAX_SOURCE_ADDRESSES + 1),
+                    ..base.clone()
+                },
+                OptionsError::SourceAddresses(MAX_SOURCE_ADDRESSES + 1),
+            ),
         ];
         for (plan, expected) in cases {
             assert_eq!(plan.validate(), Err(expected));
@@ -243,10 +329,11 @@ mod tests {
     }
 
     #[test]
-    fn idle_connections_are_bounded_by_the_hubs_connection_cap() {
+    fn idle_connections_are_bounded() {
         let plan = |connections| IdlePlan {
             connections,
             keep_devices: false,
+            source_addresses: None,
         };
         assert_eq!(plan(MAX_DEVICES).validate(), Ok(()));
         assert_eq!(plan(0).validate(), Err(OptionsError::Connections(0)));
@@ -254,5 +341,28 @@ mod tests {
             plan(MAX_DEVICES + 1).validate(),
             Err(OptionsError::Connections(MAX_DEVICES + 1))
         );
+        let spread = IdlePlan {
+            source_addresses: Some(0),
+            ..plan(100_000)
+        };
+        assert_eq!(spread.validate(), Err(OptionsError::SourceAddresses(0)));
+    }
+
+    #[test]
+    fn a_fill_plan_is_checked_like_a_c2d_plan() {
+        let plan = FillPlan {
+            devices: 100_000,
+            messages_per_device: 10,
+            senders: 128,
+            body_bytes: 64,
+            http: HttpVersion::Http1,
+        };
+        assert_eq!(plan.validate(), Ok(()));
+        assert_eq!(plan.total_messages(), 1_000_000);
+        let empty = FillPlan {
+            messages_per_device: 0,
+            ..plan
+        };
+        assert_eq!(empty.validate(), Err(OptionsError::Messages));
     }
 }

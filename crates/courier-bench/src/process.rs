@@ -88,6 +88,54 @@ impl ProcessSample {
     }
 }
 
+/// The process listening on TCP `port` on this machine, found through the
+/// socket's inode in `/proc/net/tcp{,6}` and the processes' `/proc/{pid}/fd`
+/// links; `None` when no listener or no readable owner is found (another
+/// user's process needs root).
+pub fn pid_listening_on(port: u16) -> Option<u32> {
+    let inodes: Vec<u64> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .flat_map(|table| listening_inodes(&table, port))
+        .collect();
+    if inodes.is_empty() {
+        return None;
+    }
+    let links: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .into_iter()
+                .flatten()
+                .filter_map(Result::ok)
+                .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                .any(|target| {
+                    target
+                        .to_str()
+                        .is_some_and(|t| links.iter().any(|l| l == t))
+                })
+        })
+}
+
+/// Inodes of the sockets in LISTEN state (`0A`) on `port` in a `/proc/net/tcp` table.
+fn listening_inodes(table: &str, port: u16) -> Vec<u64> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_ascii_whitespace().collect();
+            let local_port = fields.get(1)?.rsplit_once(':')?.1;
+            let listening = *fields.get(3)? == "0A";
+            (listening && u16::from_str_radix(local_port, 16).ok()? == port)
+                .then(|| fields.get(9)?.parse().ok())
+                .flatten()
+        })
+        .collect()
+}
+
 /// utime + stime from a `/proc/{pid}/stat` line. The command name (field 2)
 /// is in parentheses and may itself hold spaces and parentheses, so fields
 /// are counted from the last `)`.
@@ -129,6 +177,24 @@ mod tests {
         assert_eq!(status_kib(status, "VmRSS"), Some(10240));
         assert_eq!(status_kib(status, "VmHWM"), Some(20480));
         assert_eq!(status_kib(status, "VmSwap"), None);
+    }
+
+    #[test]
+    fn listeners_are_found_by_port_in_the_tcp_table() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+           0: 0100007F:075B 00000000:0000 0A 00000000:00000000 00:00000000 00000000   107        0 31337 1 0 100 0 0 10 0\n\
+           1: 0100007F:075B 0100007F:D1A4 01 00000000:00000000 00:00000000 00000000   107        0 4242 1 0 20 4 30 10 -1\n\
+           2: 00000000:22B3 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 999 1 0 100 0 0 10 0\n";
+        assert_eq!(listening_inodes(table, 1883), vec![31337]);
+        assert_eq!(listening_inodes(table, 8883), vec![999]);
+        assert_eq!(listening_inodes(table, 1), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn a_listener_of_this_process_is_found() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert_eq!(pid_listening_on(port), Some(std::process::id()));
     }
 
     #[test]

@@ -47,7 +47,18 @@ pub struct Throughput {
     pub sent_per_second: f64,
 }
 
-/// The hub process's cost during the run (when it runs on this machine).
+/// The broker a broker-mode run drove instead of the hub.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerReport {
+    /// `mqtt://…` or `mqtts://…`.
+    pub url: String,
+    /// Unacknowledged QoS 1 PUBLISHes per publisher connection.
+    pub publish_window: u32,
+}
+
+/// The hub process's cost during the run (when it runs on this machine); in
+/// broker mode, the broker's.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HubUsage {
@@ -93,8 +104,11 @@ pub struct C2dReport {
     pub ack: AckMode,
     /// Bytes per body.
     pub body_bytes: u32,
-    /// The per-device `c2dLimits.maxQueueDepth` the run set (the hub default is 50).
-    pub max_queue_depth: u32,
+    /// The per-device `c2dLimits.maxQueueDepth` the run set (the hub default
+    /// is 50); `None` in broker mode.
+    pub max_queue_depth: Option<u32>,
+    /// The broker driven instead of the hub (broker mode); `None` for the hub.
+    pub broker: Option<BrokerReport>,
     /// Messages the hub accepted.
     pub sent: u64,
     /// Messages devices received (first deliveries).
@@ -109,7 +123,8 @@ pub struct C2dReport {
     pub latency: Option<LatencyReport>,
     /// Errors by kind, most frequent first.
     pub errors: Vec<ErrorCount>,
-    /// The hub's CPU and memory, when its process could be read.
+    /// The hub's (in broker mode the broker's) CPU and memory, when its
+    /// process could be read.
     pub hub: Option<HubUsage>,
     /// The bench process's own CPU.
     pub generator: GeneratorUsage,
@@ -130,31 +145,57 @@ impl C2dReport {
                 .is_none_or(|records| records == self.sent)
     }
 
+    /// True when a rate was asked for and the sends kept within 5 % of it.
+    pub fn sustained_rate(&self) -> Option<bool> {
+        self.rate
+            .map(|rate| self.throughput.sent_per_second >= 0.95 * f64::from(rate))
+    }
+
     /// The report as the text `courier bench c2d` prints.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
         let rate = self
             .rate
             .map_or_else(|| "flat out".to_owned(), |r| format!("{r} msg/s"));
+        let senders = match &self.broker {
+            Some(b) => format!(
+                "{} MQTT publishers (QoS 1, window {})",
+                self.senders, b.publish_window
+            ),
+            None => format!(
+                "{} senders (HTTP/{})",
+                self.senders,
+                match self.http {
+                    HttpVersion::Http1 => "1.1",
+                    HttpVersion::Http2 => "2",
+                }
+            ),
+        };
         let _ = writeln!(
             out,
-            "c2d over {}: {} devices × {} messages, {} senders (HTTP/{}), {rate}, ack {}, {}-byte bodies",
+            "c2d over {}: {} devices × {} messages, {senders}, {rate}, ack {}, {}-byte bodies",
             self.transport.as_str(),
             self.devices,
             self.messages_per_device,
-            self.senders,
-            match self.http {
-                HttpVersion::Http1 => "1.1",
-                HttpVersion::Http2 => "2",
-            },
             self.ack.as_str(),
             self.body_bytes,
         );
-        let _ = writeln!(
-            out,
-            "queue depth:  c2dLimits.maxQueueDepth = {} per bench device (hub default 50)",
-            self.max_queue_depth
-        );
+        match (&self.broker, self.max_queue_depth) {
+            (Some(b), _) => {
+                let _ = writeln!(
+                    out,
+                    "broker mode:  {} (persistent sessions; not the hub)",
+                    b.url
+                );
+            }
+            (None, Some(depth)) => {
+                let _ = writeln!(
+                    out,
+                    "queue depth:  c2dLimits.maxQueueDepth = {depth} per bench device (hub default 50)"
+                );
+            }
+            (None, None) => {}
+        }
         let _ = writeln!(
             out,
             "delivered:    {} of {} sent ({} redelivered){}",
@@ -171,6 +212,12 @@ impl C2dReport {
             "throughput:   {:.0} msg/s end to end ({:.2} s first send → last PUBACK); sends {:.0} msg/s",
             t.delivered_per_second, t.seconds, t.sent_per_second
         );
+        if self.sustained_rate() == Some(false) {
+            let _ = writeln!(
+                out,
+                "              (the target rate was NOT sustained: sends fell behind schedule)"
+            );
+        }
         match &self.latency {
             Some(l) => {
                 let _ = writeln!(
@@ -187,11 +234,16 @@ impl C2dReport {
                 let _ = writeln!(out, "latency:      (nothing delivered)");
             }
         }
+        let who = if self.broker.is_some() {
+            "broker:      "
+        } else {
+            "hub:         "
+        };
         match &self.hub {
             Some(h) => {
                 let _ = writeln!(
                     out,
-                    "hub:          {:.2} CPU s = {:.1} µs/message; peak RSS {} (high water {})",
+                    "{who} {:.2} CPU s = {:.1} µs/message; peak RSS {} (high water {})",
                     h.cpu_seconds,
                     h.cpu_micros_per_message,
                     mebibytes(h.peak_rss_bytes),
@@ -199,10 +251,7 @@ impl C2dReport {
                 );
             }
             None => {
-                let _ = writeln!(
-                    out,
-                    "hub:          (process not on this machine: no CPU or RSS)"
-                );
+                let _ = writeln!(out, "{who} (process not on this machine: no CPU or RSS)");
             }
         }
         let _ = writeln!(
@@ -228,6 +277,8 @@ impl C2dReport {
 pub struct IdleReport {
     /// Idle MQTT TLS connections held.
     pub connections: u32,
+    /// Loopback addresses the connections came from (1 = no bind).
+    pub source_addresses: u32,
     /// Seconds the connections took to open and subscribe.
     pub connect_seconds: f64,
     /// The hub's process id.
@@ -238,21 +289,90 @@ pub struct IdleReport {
     pub rss_after_bytes: u64,
     /// (after − before) ÷ connections, bytes.
     pub rss_per_connection_bytes: f64,
+    /// The bench's own VmRSS with every connection open, bytes.
+    pub generator_rss_bytes: u64,
 }
 
 impl IdleReport {
     /// The report as the text `courier bench idle` prints.
     pub fn to_text(&self) -> String {
         format!(
-            "idle: {} MQTT TLS connections (connected and subscribed in {:.2} s)\n\
+            "idle: {} MQTT TLS connections from {} source address(es) (connected and subscribed in {:.2} s)\n\
              hub RSS: {} before, {} with the connections open\n\
-             per idle TLS connection: {:.1} KiB\n",
+             per idle TLS connection: {:.1} KiB\n\
+             generator RSS: {}\n",
             self.connections,
+            self.source_addresses,
             self.connect_seconds,
             mebibytes(self.rss_before_bytes),
             mebibytes(self.rss_after_bytes),
             self.rss_per_connection_bytes / 1024.0,
+            mebibytes(self.generator_rss_bytes),
         )
+    }
+}
+
+/// The result of `courier bench fill`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FillReport {
+    /// Devices created (and left registered, with their queues).
+    pub devices: u32,
+    /// Messages per device.
+    pub messages_per_device: u32,
+    /// Concurrent HTTPS senders.
+    pub senders: u32,
+    /// HTTP version of the senders.
+    pub http: HttpVersion,
+    /// Bytes per body.
+    pub body_bytes: u32,
+    /// Seconds creating the devices.
+    pub create_seconds: f64,
+    /// Messages the hub accepted (each answered after its fdatasync).
+    pub sent: u64,
+    /// First send → last answer, seconds.
+    pub send_seconds: f64,
+    /// `sent` ÷ `send_seconds`.
+    pub sent_per_second: f64,
+    /// Errors by kind, most frequent first.
+    pub errors: Vec<ErrorCount>,
+    /// The hub's CPU and memory over the sends, when its process could be read.
+    pub hub: Option<HubUsage>,
+}
+
+impl FillReport {
+    /// True when every message was accepted.
+    pub fn is_clean(&self) -> bool {
+        self.errors.is_empty()
+            && self.sent == u64::from(self.devices) * u64::from(self.messages_per_device)
+    }
+
+    /// The report as the text `courier bench fill` prints.
+    pub fn to_text(&self) -> String {
+        let mut out = format!(
+            "fill: {} devices × {} messages queued ({} sent) by {} HTTPS senders\n\
+             devices created in {:.1} s; sends {:.0} msg/s over {:.1} s\n",
+            self.devices,
+            self.messages_per_device,
+            self.sent,
+            self.senders,
+            self.create_seconds,
+            self.sent_per_second,
+            self.send_seconds,
+        );
+        if let Some(h) = &self.hub {
+            let _ = writeln!(
+                out,
+                "hub: {:.2} CPU s = {:.1} µs/message; RSS {}",
+                h.cpu_seconds,
+                h.cpu_micros_per_message,
+                mebibytes(h.peak_rss_bytes)
+            );
+        }
+        for e in &self.errors {
+            let _ = writeln!(out, "  {:>8}  {}", e.count, e.kind);
+        }
+        out
     }
 }
 
@@ -283,7 +403,8 @@ mod tests {
             http: HttpVersion::Http1,
             ack: AckMode::None,
             body_bytes: 64,
-            max_queue_depth: 3,
+            max_queue_depth: Some(3),
+            broker: None,
             sent: 15,
             delivered: 15,
             redelivered: 0,
@@ -374,12 +495,49 @@ mod tests {
         assert_eq!(json["transport"], "mqtt");
         assert_eq!(json["http"], "1.1");
         assert_eq!(json["errors"], serde_json::json!([]));
+        assert_eq!(json["broker"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn broker_mode_names_the_broker_and_its_publishers() {
+        let mut run = report();
+        run.max_queue_depth = None;
+        run.broker = Some(BrokerReport {
+            url: "mqtts://localhost:18883".into(),
+            publish_window: 8,
+        });
+        let text = run.to_text();
+        assert!(
+            text.contains("64 MQTT publishers (QoS 1, window 8)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("broker mode:  mqtts://localhost:18883"),
+            "{text}"
+        );
+        assert!(!text.contains("maxQueueDepth"), "{text}");
+        let json = serde_json::to_value(&run).unwrap();
+        assert_eq!(json["broker"]["publishWindow"], 8);
+        assert_eq!(json["maxQueueDepth"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn a_rate_that_was_not_kept_is_flagged() {
+        let mut run = report();
+        assert_eq!(run.sustained_rate(), None);
+        run.rate = Some(100);
+        assert_eq!(run.sustained_rate(), Some(false));
+        assert!(run.to_text().contains("NOT sustained"));
+        run.rate = Some(60);
+        assert_eq!(run.sustained_rate(), Some(true));
     }
 
     #[test]
     fn idle_reports_kibibytes_per_connection() {
         let idle = IdleReport {
             connections: 1000,
+            source_addresses: 1,
+            generator_rss_bytes: 1 << 20,
             connect_seconds: 1.5,
             pid: 1,
             rss_before_bytes: 10 << 20,

@@ -5,8 +5,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject as _;
-use tokio_rustls::rustls::pki_types::CertificateDer;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 
+use crate::socket::Endpoint;
 use crate::BenchError;
 
 /// How long the SAS tokens a run mints stay valid: longer than any run.
@@ -33,7 +34,7 @@ pub struct BenchTarget {
 
 impl BenchTarget {
     /// The TCP host of the endpoint (where the MQTT port is reached too).
-    pub(crate) fn connect_host(&self) -> String {
+    fn connect_host(&self) -> String {
         self.https_endpoint
             .host_str()
             .unwrap_or(&self.host_name)
@@ -43,36 +44,28 @@ impl BenchTarget {
     }
 
     /// The name the hub's certificate is checked against.
-    pub(crate) fn server_name(&self) -> String {
+    fn server_name(&self) -> String {
         self.https_endpoint
             .host_str()
             .unwrap_or(&self.host_name)
             .to_owned()
     }
 
-    /// The trusted roots from `ca_pem`.
-    pub(crate) fn roots(&self) -> Result<rustls::RootCertStore, BenchError> {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(&self.ca_pem) {
-            let cert = cert.map_err(|e| BenchError::Ca(e.to_string()))?;
-            roots.add(cert).map_err(|e| BenchError::Ca(e.to_string()))?;
-        }
-        if roots.is_empty() {
-            return Err(BenchError::Ca("no PEM certificate found".into()));
-        }
-        Ok(roots)
-    }
-
     /// The rustls client configuration for MQTT connections (no ALPN, no client certificate).
     pub(crate) fn mqtt_tls(&self) -> Result<Arc<rustls::ClientConfig>, BenchError> {
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| BenchError::Ca(e.to_string()))?
-        .with_root_certificates(self.roots()?)
-        .with_no_client_auth();
-        Ok(Arc::new(config))
+        client_tls(&self.ca_pem)
+    }
+
+    /// Where the hub's MQTT-over-TLS listener is, resolved once.
+    pub(crate) async fn mqtt_endpoint(&self, port: u16) -> Result<Endpoint, BenchError> {
+        let server_name = ServerName::try_from(self.server_name())
+            .map_err(|e| BenchError::Ca(format!("server name: {e}")))?;
+        Endpoint::resolve(
+            &self.connect_host(),
+            port,
+            Some((self.mqtt_tls()?, server_name)),
+        )
+        .await
     }
 
     /// `SharedAccessSignature …` for the policy, scoped to the hub.
@@ -95,6 +88,92 @@ impl BenchTarget {
             token_expiry(),
         )
         .map_err(BenchError::Sign)
+    }
+}
+
+/// A rustls client configuration trusting only the PEM certificate(s) given.
+fn client_tls(ca_pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, BenchError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        let cert = cert.map_err(|e| BenchError::Ca(e.to_string()))?;
+        roots.add(cert).map_err(|e| BenchError::Ca(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(BenchError::Ca("no PEM certificate found".into()));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| BenchError::Ca(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// A plain MQTT 3.1.1 broker (e.g. Mosquitto) that broker mode drives with
+/// the same devices, topics and measurements as the hub, for comparison.
+#[derive(Debug, Clone)]
+pub struct BrokerTarget {
+    /// The URL as given, for the report.
+    pub url: String,
+    /// Host to connect to and check the certificate against.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// PEM CA certificate(s) of an `mqtts://` broker; `None` for `mqtt://`.
+    pub ca_pem: Option<Vec<u8>>,
+    /// The broker's process id, when it runs on this machine (for CPU and RSS).
+    pub pid: Option<u32>,
+}
+
+impl BrokerTarget {
+    /// A broker at `mqtt://HOST[:PORT]` (default 1883) or `mqtts://HOST[:PORT]`
+    /// (default 8883, needs `ca_pem`).
+    pub fn new(url: &str, ca_pem: Option<Vec<u8>>, pid: Option<u32>) -> Result<Self, BenchError> {
+        let invalid = |reason: &str| BenchError::BrokerUrl {
+            url: url.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let parsed = reqwest::Url::parse(url).map_err(|e| invalid(&e.to_string()))?;
+        let tls = match parsed.scheme() {
+            "mqtt" => false,
+            "mqtts" => true,
+            _ => return Err(invalid("the scheme must be mqtt:// or mqtts://")),
+        };
+        let host = parsed
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| invalid("no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = parsed.port().unwrap_or(if tls { 8883 } else { 1883 });
+        match (tls, &ca_pem) {
+            (true, None) => return Err(invalid("mqtts:// needs the broker's CA (--broker-ca)")),
+            (false, Some(_)) => return Err(invalid("a CA is only for mqtts://")),
+            _ => {}
+        }
+        Ok(Self {
+            url: url.to_owned(),
+            host,
+            port,
+            ca_pem,
+            pid,
+        })
+    }
+
+    /// Where the broker is, resolved once, with TLS for `mqtts://`.
+    pub(crate) async fn endpoint(&self) -> Result<Endpoint, BenchError> {
+        let tls = match &self.ca_pem {
+            None => None,
+            Some(pem) => {
+                let server_name = ServerName::try_from(self.host.clone())
+                    .map_err(|e| BenchError::Ca(format!("server name: {e}")))?;
+                Some((client_tls(pem)?, server_name))
+            }
+        };
+        Endpoint::resolve(&self.host, self.port, tls).await
     }
 }
 
@@ -133,4 +212,34 @@ pub struct Silent;
 impl Observer for Silent {
     fn phase(&self, _text: &str) {}
     fn progress(&self, _progress: Progress) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls_give_host_port_and_tls() {
+        let plain = BrokerTarget::new("mqtt://127.0.0.1", None, None).unwrap();
+        assert_eq!((plain.host.as_str(), plain.port), ("127.0.0.1", 1883));
+        let pem = Some(b"pem".to_vec());
+        let tls = BrokerTarget::new("mqtts://localhost:18883", pem.clone(), Some(7)).unwrap();
+        assert_eq!(
+            (tls.host.as_str(), tls.port, tls.pid),
+            ("localhost", 18883, Some(7))
+        );
+        let v6 = BrokerTarget::new("mqtts://[::1]", pem.clone(), None).unwrap();
+        assert_eq!((v6.host.as_str(), v6.port), ("::1", 8883));
+        for (url, ca) in [
+            ("http://localhost:1883", None),
+            ("mqtts://localhost", None),
+            ("mqtt://localhost", pem.clone()),
+            ("localhost:1883", None),
+        ] {
+            assert!(
+                BrokerTarget::new(url, ca, None).is_err(),
+                "{url} was accepted"
+            );
+        }
+    }
 }

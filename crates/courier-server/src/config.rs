@@ -20,6 +20,8 @@ pub const DEFAULT_HTTPS_PORT: u16 = 443;
 pub const DEFAULT_MQTT_PORT: u16 = 8883;
 /// Default AMQP-over-TLS port: the one the SDKs hard-code.
 pub const DEFAULT_AMQP_PORT: u16 = 5671;
+/// Default number of connections each listener serves at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default number of unacknowledged C2D messages outstanding per MQTT connection.
 pub const DEFAULT_MQTT_MAX_IN_FLIGHT: u16 = 16;
 /// Default data directory, relative to the working directory.
@@ -70,6 +72,13 @@ pub struct ServeArgs {
     /// Also serve MQTT WITHOUT TLS on this port, for development only: keys and tokens cross the network in clear [default: off]
     #[arg(long, env = "COURIER_MQTT_PLAIN_PORT", value_name = "PORT")]
     pub mqtt_plain_port: Option<u16>,
+
+    /// Most connections each listener (HTTPS, MQTT, AMQP, MQTT plain) serves at
+    /// once; further peers wait in the kernel's backlog. Each costs a file
+    /// descriptor: the hub raises its open-files limit to the hard limit
+    /// (`ulimit -Hn`) at start [default: 10000]
+    #[arg(long, env = "COURIER_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
 
     /// Most C2D messages delivered but not yet acknowledged (PUBACK) per MQTT connection [default: 16]
     #[arg(long, env = "COURIER_MQTT_MAX_IN_FLIGHT", value_name = "N")]
@@ -235,6 +244,8 @@ pub struct Config {
     pub mqtt_plain_port: Option<u16>,
     /// AMQP over TLS port; 0 means pick a free one.
     pub amqp_port: u16,
+    /// Connections each listener serves at once.
+    pub max_connections: usize,
     /// Unacknowledged C2D messages per MQTT connection.
     pub mqtt_max_in_flight: u16,
     /// Certificate source.
@@ -287,6 +298,7 @@ struct FileConfig {
     mqtt_port: Option<u16>,
     mqtt_plain_port: Option<u16>,
     mqtt_max_in_flight: Option<u16>,
+    max_connections: Option<usize>,
     amqp_port: Option<u16>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -357,6 +369,7 @@ impl FileConfig {
             mqtt_port: self.mqtt_port.or(lower.mqtt_port),
             mqtt_plain_port: self.mqtt_plain_port.or(lower.mqtt_plain_port),
             mqtt_max_in_flight: self.mqtt_max_in_flight.or(lower.mqtt_max_in_flight),
+            max_connections: self.max_connections.or(lower.max_connections),
             amqp_port: self.amqp_port.or(lower.amqp_port),
             tls_cert: self.tls_cert.or(lower.tls_cert),
             tls_key: self.tls_key.or(lower.tls_key),
@@ -523,6 +536,10 @@ impl Config {
                 .mqtt_max_in_flight
                 .or(file.mqtt_max_in_flight)
                 .unwrap_or(DEFAULT_MQTT_MAX_IN_FLIGHT),
+            max_connections: args
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(DEFAULT_MAX_CONNECTIONS),
             tls,
             limits,
             feedback,
@@ -565,6 +582,13 @@ impl Config {
         }
         if self.mqtt_max_in_flight == 0 {
             return Err(invalid("--mqtt-max-in-flight", "must be at least 1".into()));
+        }
+        // tokio's semaphore holds at most usize::MAX >> 3 permits.
+        if self.max_connections == 0 || self.max_connections > (1 << 28) {
+            return Err(invalid(
+                "--max-connections",
+                "must be between 1 and 268435456".into(),
+            ));
         }
         if l.max_message_size == 0 {
             return Err(invalid(
@@ -782,6 +806,7 @@ mod tests {
         assert_eq!(c.amqp_port, 5671);
         assert_eq!(c.mqtt_plain_port, None);
         assert_eq!(c.mqtt_max_in_flight, 16);
+        assert_eq!(c.max_connections, 10_000);
         assert_eq!(c.tls, TlsSource::Generated);
         assert_eq!(c.limits, LimitsConfig::default());
         assert_eq!(c.limits.max_queue_depth, 50);
@@ -1067,6 +1092,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!((c.mqtt_port, c.mqtt_max_in_flight), (0, 32), "flags win");
+
+        let c = resolve_in(
+            dir.path(),
+            vec!["--max-connections".into(), "120000".into()],
+        )
+        .unwrap();
+        assert_eq!(c.max_connections, 120_000);
+        let err = resolve_in(dir.path(), vec!["--max-connections".into(), "0".into()]).unwrap_err();
+        assert!(err.to_string().contains("--max-connections"), "{err}");
 
         let err =
             resolve_in(dir.path(), vec!["--mqtt-max-in-flight".into(), "0".into()]).unwrap_err();

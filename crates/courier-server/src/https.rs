@@ -38,12 +38,14 @@ pub async fn serve_tls(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     router: axum::Router,
+    max_connections: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     listener::serve(
         listener,
         Tls::new(tls),
         move |accepted| serve_http(router.clone(), accepted),
+        max_connections,
         shutdown,
     )
     .await

@@ -9,6 +9,7 @@
 pub mod config;
 pub mod datadir;
 pub mod https;
+pub mod limits;
 pub mod listener;
 mod serve;
 pub mod tls;

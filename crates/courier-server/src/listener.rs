@@ -5,7 +5,7 @@
 //! handler's business; this module never reads application bytes.
 //!
 //! Each connection runs in its own task, so a slow or hostile peer costs one
-//! task and one permit of [`MAX_CONNECTIONS`], never the listener.
+//! task and one permit of the listener's connection cap, never the listener.
 
 use std::future::Future;
 use std::io;
@@ -20,8 +20,6 @@ use tokio::task::JoinSet;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-/// Most connections served at once per listener; further peers wait in the kernel's backlog.
-pub const MAX_CONNECTIONS: usize = 10_000;
 /// A peer that has not finished the TLS handshake by then is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long open connections get to finish after shutdown before they are cut.
@@ -221,7 +219,8 @@ impl Stop {
 
 /// Serves connections accepted on `listener` until `shutdown` resolves:
 /// each gets `handshake` (bounded by [`HANDSHAKE_TIMEOUT`]) and then
-/// `handler`, in its own task. On shutdown it stops accepting, signals
+/// `handler`, in its own task; at most `max_connections` at once, further
+/// peers wait in the kernel's backlog. On shutdown it stops accepting, signals
 /// [`Accepted::stop`], lets handlers finish for up to [`SHUTDOWN_GRACE`],
 /// cuts the rest, and returns.
 ///
@@ -230,6 +229,7 @@ pub async fn serve<H, F, Fut>(
     listener: TcpListener,
     handshake: H,
     handler: F,
+    max_connections: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()>
 where
@@ -238,7 +238,7 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     // Permits bound the connection count; a peer past the limit waits in the backlog.
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let permits = Arc::new(Semaphore::new(max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
@@ -410,6 +410,7 @@ mod tests {
                 accepted.stop.requested().await;
                 accepted.stream.write_all(b"bye").await.unwrap();
             },
+            16,
             async move {
                 let _ = stop_rx.await;
             },

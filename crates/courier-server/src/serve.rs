@@ -40,6 +40,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
+    check_open_files(config.max_connections);
     let data = DataDir::open_or_create(&config.data_dir)
         .with_context(|| format!("cannot use data directory {}", config.data_dir.display()))?;
     let hub_file = data
@@ -158,6 +159,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 https_listener,
                 https_tls,
                 router,
+                config.max_connections,
                 stopped(),
             )),
         ),
@@ -168,6 +170,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 Tls::new(mqtt_tls),
                 mqtt.clone(),
                 Transport::Tls,
+                config.max_connections,
                 stopped(),
             )),
         ),
@@ -177,6 +180,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 amqp_listener,
                 Tls::new(amqp_tls),
                 amqp.clone(),
+                config.max_connections,
                 stopped(),
             )),
         ),
@@ -189,6 +193,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 PlainTcp,
                 mqtt.clone(),
                 Transport::Plain,
+                config.max_connections,
                 stopped(),
             )),
         ));
@@ -241,6 +246,7 @@ async fn serve_mqtt<H: Handshake>(
     handshake: H,
     head: MqttHead,
     transport: Transport,
+    max_connections: usize,
     stopped: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let handler = move |accepted: Accepted<H::Stream>| {
@@ -252,7 +258,7 @@ async fn serve_mqtt<H: Handshake>(
         };
         async move { head.serve_connection(accepted.stream, info).await }
     };
-    listener::serve(listener, handshake, handler, stopped).await
+    listener::serve(listener, handshake, handler, max_connections, stopped).await
 }
 
 /// Serves AMQP connections accepted on `listener` (TLS already unwrapped:
@@ -262,6 +268,7 @@ async fn serve_amqp<H: Handshake>(
     listener: TcpListener,
     handshake: H,
     head: AmqpHead,
+    max_connections: usize,
     stopped: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let handler = move |accepted: Accepted<H::Stream>| {
@@ -272,7 +279,30 @@ async fn serve_amqp<H: Handshake>(
         };
         async move { head.serve_connection(accepted.stream, info).await }
     };
-    listener::serve(listener, handshake, handler, stopped).await
+    listener::serve(listener, handshake, handler, max_connections, stopped).await
+}
+
+/// Raises the open-files limit (each connection is a file descriptor) and
+/// warns when it still cannot hold a full listener.
+fn check_open_files(max_connections: usize) {
+    match crate::limits::raise_open_files() {
+        Ok(limit) => {
+            tracing::debug!(limit, "open files limit");
+            // Room for the store's files, the listeners and a few HTTPS peers.
+            let needed = u64::try_from(max_connections)
+                .unwrap_or(u64::MAX)
+                .saturating_add(256);
+            if limit < needed {
+                tracing::warn!(
+                    "the open files limit ({limit}) is below --max-connections ({max_connections}) \
+                     + 256: connections past about {} will be refused; raise the hard limit \
+                     (ulimit -Hn, or LimitNOFILE= under systemd)",
+                    limit.saturating_sub(256)
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
+    }
 }
 
 /// The addresses actually bound, for the banner.

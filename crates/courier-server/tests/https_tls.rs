@@ -72,7 +72,7 @@ async fn start(gate: Gate) -> Server {
         .unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(https::serve_tls(listener, config, router, async move {
+    let task = tokio::spawn(https::serve_tls(listener, config, router, 64, async move {
         let _ = stopped.await;
     }));
     Server {

@@ -433,6 +433,8 @@ pub(crate) enum BenchCommand {
     C2d(BenchC2dArgs),
     /// Hold N idle device connections and measure the hub's memory per connection.
     Idle(BenchIdleArgs),
+    /// Queue M messages for each of N devices that stay offline (for the recovery bench).
+    Fill(BenchFillArgs),
 }
 
 /// How bench devices connect.
@@ -477,6 +479,11 @@ pub(crate) struct BenchCommonArgs {
     /// Worker threads of the load generator. Default: one per core.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) threads: Option<u16>,
+    /// Spread device connections over loopback source addresses 127.0.0.1 …
+    /// 127.0.0.N (bind before connect), past the ~28k ephemeral ports of one
+    /// address. Default: as many as the connection count needs (20,000 each).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=254))]
+    pub(crate) source_addresses: Option<u32>,
 }
 
 /// `courier bench c2d`
@@ -488,7 +495,16 @@ senders POST the M×N messages over the HTTPS service API while the devices
 PUBACK each delivery. Reports delivered msg/s (first send → last PUBACK),
 send→receive latency percentiles, errors by kind, and the hub's CPU time per
 message and peak RSS (from /proc, when the hub runs on this machine).
-Exits 1 when a message was not delivered or anything failed.")]
+Exits 1 when a message was not delivered or anything failed.
+
+Broker mode (--broker mqtt://HOST:PORT or mqtts://HOST:PORT --broker-ca PEM)
+drives a plain MQTT 3.1.1 broker such as Mosquitto instead, for comparison:
+the devices connect anonymously with persistent sessions (clean session = 0)
+and subscribe QoS 1 to devices/{id}/messages/devicebound/#, and S publisher
+connections stand in for the service, publishing QoS 1 to
+devices/{id}/messages/devicebound/%24.mid=…&%24.to=… with up to
+--publish-window PUBLISHes unacknowledged each. The broker's CPU and RSS are
+read from /proc (--hub-pid, else the process listening on the port).")]
 pub(crate) struct BenchC2dArgs {
     /// Devices to connect.
     #[arg(long, value_name = "N", default_value_t = 1000)]
@@ -509,6 +525,45 @@ pub(crate) struct BenchC2dArgs {
     #[arg(long, value_enum, default_value_t = BenchAck::None)]
     pub(crate) ack: BenchAck,
     /// Bytes per message body (the first 8 carry the send time).
+    #[arg(long, value_name = "BYTES", default_value_t = 64)]
+    pub(crate) body_size: u32,
+    /// HTTP version of the senders.
+    #[arg(long, value_enum, default_value_t = BenchHttp::Http1)]
+    pub(crate) http: BenchHttp,
+    /// Drive a plain MQTT broker at this URL instead of the hub (broker mode).
+    #[arg(long, value_name = "URL")]
+    pub(crate) broker: Option<String>,
+    /// PEM CA certificate(s) of an mqtts:// broker.
+    #[arg(long, value_name = "PEM", requires = "broker")]
+    pub(crate) broker_ca: Option<PathBuf>,
+    /// Broker mode: unacknowledged QoS 1 PUBLISHes per publisher connection.
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "broker",
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(courier_bench::MAX_PUBLISH_WINDOW)))]
+    pub(crate) publish_window: u32,
+    /// Shared bench flags.
+    #[command(flatten)]
+    pub(crate) common: BenchCommonArgs,
+}
+
+/// `courier bench fill`
+#[derive(Args)]
+#[command(after_long_help = "\
+Creates devices bench-0 … bench-{N-1} with c2dLimits.maxQueueDepth = M and
+has S senders POST the M×N messages over the HTTPS service API while no
+device is connected, so they stay queued. Devices and messages are left in
+place: this is the first step of the recovery bench (scripts/bench.sh kills
+the hub with SIGKILL afterwards and times the restart).")]
+pub(crate) struct BenchFillArgs {
+    /// Devices to create.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub(crate) devices: u32,
+    /// Messages queued for each device.
+    #[arg(long, value_name = "M", default_value_t = 10)]
+    pub(crate) messages: u32,
+    /// Concurrent HTTP senders.
+    #[arg(long, value_name = "S", default_value_t = 128)]
+    pub(crate) senders: u32,
+    /// Bytes per message body.
     #[arg(long, value_name = "BYTES", default_value_t = 64)]
     pub(crate) body_size: u32,
     /// HTTP version of the senders.
@@ -589,5 +644,66 @@ mod tests {
         assert_eq!(args.connections, 10_000);
         assert_eq!(args.common.mqtt_port, Some(8883));
         assert!(client.json);
+    }
+
+    #[test]
+    fn bench_broker_mode_flags_parse_and_need_a_broker() {
+        let cli = Cli::try_parse_from([
+            "courier",
+            "bench",
+            "c2d",
+            "--broker",
+            "mqtts://localhost:18883",
+            "--broker-ca",
+            "ca.pem",
+            "--publish-window",
+            "16",
+            "--source-addresses",
+            "4",
+        ])
+        .unwrap();
+        let Command::Bench(BenchArgs {
+            command: BenchCommand::C2d(args),
+            ..
+        }) = cli.command
+        else {
+            panic!("not bench c2d");
+        };
+        assert_eq!(args.broker.as_deref(), Some("mqtts://localhost:18883"));
+        assert_eq!(args.broker_ca, Some(PathBuf::from("ca.pem")));
+        assert_eq!(args.publish_window, 16);
+        assert_eq!(args.common.source_addresses, Some(4));
+        for bad in [
+            &["courier", "bench", "c2d", "--broker-ca", "ca.pem"][..],
+            &["courier", "bench", "c2d", "--publish-window", "4"],
+            &[
+                "courier",
+                "bench",
+                "c2d",
+                "--broker",
+                "mqtt://x",
+                "--publish-window",
+                "0",
+            ],
+            &["courier", "bench", "idle", "--source-addresses", "255"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn bench_fill_defaults_are_the_recovery_suite() {
+        let cli = Cli::try_parse_from(["courier", "bench", "fill"]).unwrap();
+        let Command::Bench(BenchArgs {
+            command: BenchCommand::Fill(args),
+            ..
+        }) = cli.command
+        else {
+            panic!("not bench fill");
+        };
+        assert_eq!(
+            (args.devices, args.messages, args.senders),
+            (100_000, 10, 128)
+        );
     }
 }

@@ -8,13 +8,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use courier_bench::{
-    AckMode, BenchTarget, C2dPlan, HttpVersion, IdlePlan, Observer, Progress, Silent, Transport,
+    AckMode, BenchTarget, BrokerTarget, C2dPlan, FillPlan, HttpVersion, IdlePlan, Observer,
+    Progress, Silent, Transport,
 };
 
 use super::Outcome;
 use crate::cli::{
-    BenchAck, BenchArgs, BenchC2dArgs, BenchCommand, BenchCommonArgs, BenchHttp, BenchIdleArgs,
-    BenchTransport, ClientArgs,
+    BenchAck, BenchArgs, BenchC2dArgs, BenchCommand, BenchCommonArgs, BenchFillArgs, BenchHttp,
+    BenchIdleArgs, BenchTransport, ClientArgs,
 };
 use crate::target::{Credential, LocalHub, Target};
 
@@ -23,15 +24,40 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<Outcome> {
     let common = match &args.command {
         BenchCommand::C2d(c2d) => &c2d.common,
         BenchCommand::Idle(idle) => &idle.common,
+        BenchCommand::Fill(fill) => &fill.common,
     };
+    check_open_files(&args.command)?;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = common.threads {
         runtime.worker_threads(usize::from(threads));
     }
     let runtime = runtime.enable_all().build()?;
-    let target = bench_target(&args.client, common)?;
     let stderr = StderrObserver::default();
     let observer: &dyn Observer = if args.client.json { &Silent } else { &stderr };
+    if let BenchCommand::C2d(
+        c2d @ BenchC2dArgs {
+            broker: Some(url), ..
+        },
+    ) = &args.command
+    {
+        let target = broker_target(url, c2d)?;
+        let plan = c2d_plan(c2d)?;
+        let report = runtime
+            .block_on(courier_bench::run_c2d_broker(&target, &plan, observer))
+            .context("bench c2d (broker mode) failed")?;
+        stderr.end_line();
+        print(args.client.json, &report, || report.to_text())?;
+        if !report.is_clean() {
+            anyhow::bail!(
+                "{} of {} messages delivered, {} errors",
+                report.delivered,
+                report.sent,
+                report.error_total()
+            );
+        }
+        return Ok(Outcome::Success);
+    }
+    let target = bench_target(&args.client, common)?;
     match &args.command {
         BenchCommand::C2d(c2d) => {
             let plan = c2d_plan(c2d)?;
@@ -57,8 +83,44 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<Outcome> {
             stderr.end_line();
             print(args.client.json, &report, || report.to_text())?;
         }
+        BenchCommand::Fill(fill) => {
+            let plan = fill_plan(fill);
+            let report = runtime
+                .block_on(courier_bench::run_fill(&target, &plan, observer))
+                .context("bench fill failed")?;
+            stderr.end_line();
+            print(args.client.json, &report, || report.to_text())?;
+            if !report.is_clean() {
+                anyhow::bail!(
+                    "{} of {} messages queued",
+                    report.sent,
+                    plan.total_messages()
+                );
+            }
+        }
     }
     Ok(Outcome::Success)
+}
+
+/// Raises the open-files limit to the hard limit and fails early when the run
+/// needs more descriptors than that: every connection costs one.
+fn check_open_files(command: &BenchCommand) -> anyhow::Result<()> {
+    let connections = match command {
+        BenchCommand::C2d(c2d) => u64::from(c2d.devices) + u64::from(c2d.senders),
+        BenchCommand::Idle(idle) => u64::from(idle.connections),
+        BenchCommand::Fill(fill) => u64::from(fill.senders),
+    };
+    // Room for the runtime, stdio and the registry's HTTPS connections.
+    let needed = connections + 128;
+    let limit =
+        courier_server::limits::raise_open_files().context("cannot raise the open files limit")?;
+    if limit < needed {
+        anyhow::bail!(
+            "this run opens ~{needed} file descriptors, but this process may open only {limit} \
+             (the hard limit, ulimit -Hn): raise it, or run fewer connections"
+        );
+    }
+    Ok(())
 }
 
 fn print<T: serde::Serialize>(
@@ -91,11 +153,10 @@ fn c2d_plan(args: &BenchC2dArgs) -> anyhow::Result<C2dPlan> {
             BenchAck::Full => AckMode::Full,
         },
         body_bytes: args.body_size,
-        http: match args.http {
-            BenchHttp::Http1 => HttpVersion::Http1,
-            BenchHttp::Http2 => HttpVersion::Http2,
-        },
+        http: http_version(args.http),
         keep_devices: args.common.keep_devices,
+        publish_window: args.publish_window,
+        source_addresses: args.common.source_addresses,
     };
     plan.validate()?;
     Ok(plan)
@@ -105,7 +166,44 @@ fn idle_plan(args: &BenchIdleArgs) -> IdlePlan {
     IdlePlan {
         connections: args.connections,
         keep_devices: args.common.keep_devices,
+        source_addresses: args.common.source_addresses,
     }
+}
+
+fn fill_plan(args: &BenchFillArgs) -> FillPlan {
+    FillPlan {
+        devices: args.devices,
+        messages_per_device: args.messages,
+        senders: args.senders,
+        body_bytes: args.body_size,
+        http: http_version(args.http),
+    }
+}
+
+fn http_version(http: BenchHttp) -> HttpVersion {
+    match http {
+        BenchHttp::Http1 => HttpVersion::Http1,
+        BenchHttp::Http2 => HttpVersion::Http2,
+    }
+}
+
+/// The broker of `--broker`, its CA, and its process: `--hub-pid`, else the
+/// process listening on the broker's port when the broker is on this machine.
+fn broker_target(url: &str, args: &BenchC2dArgs) -> anyhow::Result<BrokerTarget> {
+    let ca_pem = match &args.broker_ca {
+        Some(path) => Some(std::fs::read(path).with_context(|| {
+            format!(
+                "cannot read the broker's CA certificate file {}",
+                path.display()
+            )
+        })?),
+        None => None,
+    };
+    let mut target = BrokerTarget::new(url, ca_pem, args.common.hub_pid)?;
+    if target.pid.is_none() {
+        target.pid = courier_bench::pid_listening_on(target.port);
+    }
+    Ok(target)
 }
 
 /// The hub as the other verbs resolve it, plus its MQTT port and process id

@@ -1,7 +1,7 @@
 //! `courier bench` smoke test: a tiny run against a real hub must deliver
 //! every message and clean up. Not a timed test: figures live in BENCHMARKS.md.
 
-use crate::support::Hub;
+use crate::support::{assert_success, courier, Hub, Mosquitto};
 
 #[test]
 fn bench_c2d_delivers_every_message_and_deletes_its_devices() {
@@ -63,8 +63,72 @@ fn bench_c2d_with_full_ack_counts_a_feedback_record_per_message() {
 #[test]
 fn bench_idle_reports_memory_per_connection() {
     let hub = Hub::start();
-    let report = hub.json(&["bench", "idle", "--connections", "3"]);
+    // Two loopback source addresses: how a large run passes one address's ports.
+    let report = hub.json(&[
+        "bench",
+        "idle",
+        "--connections",
+        "3",
+        "--source-addresses",
+        "2",
+    ]);
     let report = &report[0];
     assert_eq!(report["connections"], 3, "{report}");
+    assert_eq!(report["sourceAddresses"], 2, "{report}");
     assert!(report["rssAfterBytes"].as_u64().unwrap() > 0, "{report}");
+}
+
+#[test]
+fn bench_fill_leaves_the_messages_queued() {
+    let hub = Hub::start();
+    let report = hub.json(&[
+        "bench",
+        "fill",
+        "--devices",
+        "3",
+        "--messages",
+        "2",
+        "--senders",
+        "2",
+    ]);
+    let report = &report[0];
+    assert_eq!(report["sent"], 6, "{report}");
+    assert_eq!(report["errors"], serde_json::json!([]), "{report}");
+    let info = hub.json(&["hub", "info"]);
+    assert_eq!(info[0]["deviceCount"], 3, "{info:?}");
+    assert_eq!(info[0]["queuedMessages"], 6, "{info:?}");
+}
+
+#[test]
+fn bench_c2d_broker_mode_drives_a_plain_broker_with_the_same_report() {
+    let Some(broker) = Mosquitto::start() else {
+        eprintln!("skipped: mosquitto is not installed");
+        return;
+    };
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let args = [
+        "bench",
+        "c2d",
+        "--broker",
+        &url,
+        "--devices",
+        "3",
+        "--messages",
+        "2",
+        "--senders",
+        "2",
+        "--publish-window",
+        "2",
+        "--json",
+    ];
+    let output = courier(&args);
+    assert_success(&args, &output);
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["sent"], 6, "{report}");
+    assert_eq!(report["delivered"], 6, "{report}");
+    assert_eq!(report["errors"], serde_json::json!([]), "{report}");
+    assert_eq!(report["broker"]["url"], url.as_str(), "{report}");
+    assert_eq!(report["maxQueueDepth"], serde_json::Value::Null, "{report}");
+    // The broker's process is found from its port, for its CPU and memory.
+    assert_eq!(report["hub"]["pid"], broker.pid(), "{report}");
 }

@@ -254,6 +254,98 @@ impl Drop for Hub {
     }
 }
 
+/// Runs `courier <args>` with no hub selected (e.g. `bench c2d --broker …`).
+pub(crate) fn courier(args: &[&str]) -> Output {
+    let mut command = Command::new(BIN);
+    command.args(args).stdin(Stdio::null());
+    clear_courier_env(&mut command);
+    command.output().expect("run courier")
+}
+
+/// A throwaway Mosquitto on 127.0.0.1 (plain MQTT, no persistence), killed
+/// on drop: the broker `courier bench c2d --broker` compares the hub with.
+pub(crate) struct Mosquitto {
+    _dir: tempfile::TempDir,
+    child: Child,
+    /// Its port.
+    pub(crate) port: u16,
+}
+
+impl Mosquitto {
+    /// Starts Mosquitto and waits until it accepts connections; `None` when it
+    /// is not installed, except under CI (`scripts/test-all.sh` installs it),
+    /// where that is a failure.
+    pub(crate) fn start() -> Option<Mosquitto> {
+        let bin = ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+            .or_else(|| {
+                Command::new("mosquitto")
+                    .arg("-h")
+                    .output()
+                    .ok()
+                    .map(|_| PathBuf::from("mosquitto"))
+            });
+        let Some(bin) = bin else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "mosquitto is not installed (scripts/test-all.sh installs it)"
+            );
+            return None;
+        };
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let config = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &config,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        )
+        .expect("write mosquitto.conf");
+        let log = std::fs::File::create(dir.path().join("mosquitto.log")).expect("log file");
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn mosquitto");
+        let mut broker = Mosquitto {
+            _dir: dir,
+            child,
+            port,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = broker.child.try_wait().expect("poll mosquitto") {
+                panic!("mosquitto exited with {status} before it listened on {port}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not listen on {port}"
+            );
+            std::thread::sleep(POLL_INTERVAL);
+        }
+        Some(broker)
+    }
+
+    /// Its process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Seconds since the Unix epoch, `from_now` from now (SAS token expiries).
 pub(crate) fn unix_time_in(from_now: Duration) -> u64 {
     (std::time::SystemTime::now() + from_now)
