@@ -29,8 +29,11 @@ use crate::connection::{Accepted, Action, CloseReason, Connection, Event, Limits
 use crate::metrics::Counters;
 use crate::{ConnectionInfo, Shared};
 
-/// Bytes asked of the socket per read.
+/// Bytes asked of the socket per read on a busy connection.
 const READ_CHUNK: usize = 64 * 1024;
+/// The read buffer of a quiet connection: most connections are idle, and
+/// every byte of theirs counts against the memory per connection.
+const READ_START: usize = 2 * 1024;
 /// Past this many unwritten bytes the loop stops reading and receiving.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
 /// How long one hub receive waits for a message before it is renewed.
@@ -117,7 +120,10 @@ impl Driver {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let (mut reader, mut writer) = tokio::io::split(stream);
-        let mut read_buf = BytesMut::with_capacity(READ_CHUNK);
+        let mut read_buf = BytesMut::with_capacity(READ_START);
+        // Whether the last read filled all the space it was given: then the
+        // peer is sending faster than we read, and the buffer grows.
+        let mut busy = false;
         let mut shutdown = self.shared.shutdown.subscribe();
         if *shutdown.borrow_and_update() {
             self.feed(Event::Shutdown);
@@ -133,9 +139,11 @@ impl Driver {
             }
             let timer = self.conn.next_deadline().map(|d| d.since(now()));
             let readable = self.out.len() < WRITE_HIGH_WATER;
-            if read_buf.capacity() - read_buf.len() < READ_CHUNK / 4 {
-                read_buf.reserve(READ_CHUNK);
+            let want = if busy { READ_CHUNK } else { READ_START };
+            if read_buf.capacity() - read_buf.len() < want / 4 {
+                read_buf.reserve(want);
             }
+            let space = read_buf.capacity() - read_buf.len();
             tokio::select! {
                 read = reader.read_buf(&mut read_buf), if readable => match read {
                     Ok(0) => {
@@ -143,7 +151,10 @@ impl Driver {
                         peer_gone = true;
                         break;
                     }
-                    Ok(_) => self.decode(&mut read_buf),
+                    Ok(n) => {
+                        busy = n == space;
+                        self.decode(&mut read_buf);
+                    }
                     Err(e) => {
                         debug!(error = %e, "read failed");
                         peer_gone = true;
