@@ -13,11 +13,11 @@ use tokio::task::JoinSet;
 use crate::fleet::{self, PREFIX};
 use crate::http::Service;
 use crate::mqtt::{Counters, DeviceOutcome, MqttDevice};
-use crate::options::{AckMode, C2dPlan, OptionsError};
+use crate::options::{AckMode, C2dPlan, OptionsError, SendOver};
 use crate::process::ProcessSample;
 use crate::publisher::{PublishJob, Publisher};
 use crate::report::{BrokerReport, C2dReport, ErrorCount, GeneratorUsage, HubUsage, Throughput};
-use crate::sender::Sender;
+use crate::sender::{SendVia, Sender};
 use crate::stats::{ErrorCounts, Latencies};
 use crate::target::{BenchTarget, BrokerTarget, Observer, Progress};
 use crate::BenchError;
@@ -63,10 +63,23 @@ pub async fn run_c2d(
                 fleet::connect(&endpoint, &sources, target, &ids, &key).await
             };
             match connected.await {
-                Ok(devices) => {
-                    let senders = Senders::Https(&service);
-                    measure(plan, &ids, devices, senders, target.hub_pid, observer).await
-                }
+                Ok(devices) => match hub_senders(target, plan, &service) {
+                    Ok(via) => {
+                        let senders = Senders::Hub {
+                            service: &service,
+                            via: via.clone(),
+                        };
+                        let report =
+                            measure(plan, &ids, devices, senders, target.hub_pid, observer).await;
+                        for via in via {
+                            if let SendVia::Amqp(client) = via {
+                                client.close().await;
+                            }
+                        }
+                        report
+                    }
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
             }
         }
@@ -143,6 +156,7 @@ pub async fn run_c2d_broker(
     )
     .await?;
     report.max_queue_depth = None;
+    report.amqp_connections = None;
     report.broker = Some(BrokerReport {
         url: broker.url.clone(),
         publish_window: plan.publish_window,
@@ -158,10 +172,41 @@ fn from_sources(sources: &[std::net::IpAddr]) -> String {
     }
 }
 
+/// What the hub's senders send through: one HTTPS client shared by all, or
+/// `plan.amqp_connections` AMQP service clients (one connection each).
+fn hub_senders(
+    target: &BenchTarget,
+    plan: &C2dPlan,
+    service: &Service,
+) -> Result<Vec<SendVia>, BenchError> {
+    match plan.send_over {
+        SendOver::Https => Ok(vec![SendVia::Https(service.clone())]),
+        SendOver::Amqp => {
+            let port = target.amqp_port.ok_or(BenchError::NoAmqpPort)?;
+            let connection_string = target.service_connection_string();
+            (0..plan.amqp_connections.min(plan.senders))
+                .map(|_| {
+                    let options = courier_client::ServiceOptions::new()
+                        .transport(courier_client::ServiceTransport::Amqp)
+                        .amqp_port(port)
+                        .ca_certificate_pem(target.ca_pem.clone());
+                    courier_client::ServiceClient::with_options(&connection_string, options)
+                        .map(SendVia::Amqp)
+                        .map_err(|e| BenchError::Client(e.to_string()))
+                })
+                .collect()
+        }
+    }
+}
+
 /// Who sends the run's messages.
 enum Senders<'a> {
-    /// `plan.senders` HTTPS senders to the hub's service API.
-    Https(&'a Service),
+    /// `plan.senders` senders to the hub, taking turns over `via`; `service`
+    /// also takes the feedback.
+    Hub {
+        service: &'a Service,
+        via: Vec<SendVia>,
+    },
     /// Connected publishers to a plain broker.
     Mqtt(Vec<Publisher>),
 }
@@ -198,7 +243,7 @@ async fn measure(
     let feedback = Arc::new(AtomicU64::new(0));
     let feedback_done = Arc::new(AtomicBool::new(false));
     let mut feedback_tasks = JoinSet::new();
-    if let (AckMode::Full, Senders::Https(service)) = (plan.ack, &senders) {
+    if let (AckMode::Full, Senders::Hub { service, .. }) = (plan.ack, &senders) {
         for _ in 0..FEEDBACK_RECEIVERS {
             let service = Service::clone(service);
             let (feedback, done, errors) =
@@ -223,10 +268,11 @@ async fn measure(
     let body_bytes = usize::try_from(plan.body_bytes).unwrap_or(8);
     let mut sending = JoinSet::new();
     match senders {
-        Senders::Https(service) => {
-            for _ in 0..plan.senders {
+        Senders::Hub { via, .. } => {
+            let senders = usize::try_from(plan.senders).unwrap_or(usize::MAX);
+            for via in via.iter().cycle().take(senders) {
                 let sender = Sender {
-                    service: service.clone(),
+                    via: via.clone(),
                     ids: shared_ids.clone(),
                     next: next.clone(),
                     total,
@@ -390,6 +436,9 @@ async fn measure(
         senders: plan.senders,
         rate: plan.rate.map(|r| r.get()),
         http: plan.http,
+        send_over: plan.send_over,
+        amqp_connections: (plan.send_over == SendOver::Amqp)
+            .then(|| plan.amqp_connections.min(plan.senders)),
         ack: plan.ack,
         body_bytes: plan.body_bytes,
         max_queue_depth: Some(plan.messages_per_device),

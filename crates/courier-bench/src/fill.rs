@@ -14,7 +14,7 @@ use crate::mqtt::Counters;
 use crate::options::{AckMode, FillPlan};
 use crate::process::ProcessSample;
 use crate::report::{ErrorCount, FillReport, HubUsage};
-use crate::sender::Sender;
+use crate::sender::{SendVia, Sender};
 use crate::stats::ErrorCounts;
 use crate::target::{BenchTarget, Observer, Progress};
 use crate::BenchError;
@@ -57,7 +57,7 @@ pub async fn run_fill(
     let mut senders = JoinSet::new();
     for _ in 0..plan.senders {
         let sender = Sender {
-            service: service.clone(),
+            via: SendVia::Https(service.clone()),
             ids: ids.clone(),
             next: next.clone(),
             total,

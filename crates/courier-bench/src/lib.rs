@@ -1,7 +1,8 @@
 //! Courier's load generator, the engine behind `courier bench`: it registers
 //! bench devices over the registry API, connects them as MQTT devices over
 //! TLS, sends cloud-to-device messages from concurrent service senders over
-//! the HTTPS service API, and measures what the hub delivers (messages per
+//! AMQP (through `courier-client`, as the official service SDKs send) or the
+//! HTTPS service API, and measures what the hub delivers (messages per
 //! second, send→receive latency percentiles, errors by kind) and what the
 //! hub's process spends doing it (CPU seconds, RSS, from `/proc`). Broker
 //! mode drives a plain MQTT broker (e.g. Mosquitto) the same way, with MQTT
@@ -32,8 +33,8 @@ pub use c2d::{run_c2d, run_c2d_broker};
 pub use fill::run_fill;
 pub use idle::run_idle;
 pub use options::{
-    AckMode, C2dPlan, FillPlan, HttpVersion, IdlePlan, OptionsError, Transport, MAX_BODY_BYTES,
-    MAX_DEVICES, MAX_PUBLISH_WINDOW, MIN_BODY_BYTES,
+    AckMode, C2dPlan, FillPlan, HttpVersion, IdlePlan, OptionsError, SendOver, Transport,
+    MAX_BODY_BYTES, MAX_DEVICES, MAX_PUBLISH_WINDOW, MIN_BODY_BYTES,
 };
 pub use process::{pid_listening_on, ProcessSample, ProcessSampleError};
 pub use report::{
@@ -61,6 +62,12 @@ pub enum BenchError {
     /// The hub has no MQTT port to connect to.
     #[error("no MQTT port: the hub's run.json names none; pass --mqtt-port")]
     NoMqttPort,
+    /// AMQP senders asked for, and the hub has no AMQP port.
+    #[error("no AMQP port: the hub's run.json names none; pass --amqp-port, or --send-over https")]
+    NoAmqpPort,
+    /// The service client for AMQP senders could not be made.
+    #[error("cannot make the AMQP service client: {0}")]
+    Client(String),
     /// A bench device could not be created.
     #[error("cannot create bench device '{device}': {reason}")]
     CreateDevice {

@@ -54,6 +54,28 @@ pub enum HttpVersion {
     Http2,
 }
 
+/// How the hub's service senders send C2D messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SendOver {
+    /// AMQP 1.0 over TLS, as the official service SDKs send: the senders
+    /// share a few connections, each with its own sender link, and sends on
+    /// one link are pipelined (many unsettled at once).
+    Amqp,
+    /// The HTTPS service API, one request in flight per sender.
+    Https,
+}
+
+impl SendOver {
+    /// The name used in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Amqp => "AMQP",
+            Self::Https => "HTTPS",
+        }
+    }
+}
+
 /// Largest number of bench devices (or idle connections) in one run. The hub
 /// serves `--max-connections` per listener (10,000 by default) and each
 /// connection costs a file descriptor on both sides, so large runs need both
@@ -78,6 +100,9 @@ pub enum OptionsError {
     /// Zero senders.
     #[error("--senders must be at least 1")]
     Senders,
+    /// Zero AMQP connections.
+    #[error("--amqp-connections must be at least 1")]
+    AmqpConnections,
     /// A body too small for the timestamp or too large for the hub.
     #[error("--body-size must be between {MIN_BODY_BYTES} and {MAX_BODY_BYTES} bytes, not {0}")]
     BodySize(u32),
@@ -122,8 +147,13 @@ pub struct C2dPlan {
     pub ack: AckMode,
     /// Bytes per message body (the first 8 carry the send timestamp).
     pub body_bytes: u32,
-    /// HTTP version of the senders.
+    /// HTTP version of the senders (when they send over HTTPS).
     pub http: HttpVersion,
+    /// How the senders send to the hub.
+    pub send_over: SendOver,
+    /// AMQP connections the senders share (`send_over` = AMQP; at most one
+    /// per sender).
+    pub amqp_connections: u32,
     /// Leave the bench devices registered after the run.
     pub keep_devices: bool,
     /// Broker mode: unacknowledged QoS 1 PUBLISHes per publisher connection.
@@ -145,6 +175,8 @@ impl C2dPlan {
             ack: AckMode::None,
             body_bytes: 64,
             http: HttpVersion::Http1,
+            send_over: SendOver::Amqp,
+            amqp_connections: 4,
             keep_devices: false,
             publish_window: 1,
             source_addresses: None,
@@ -161,6 +193,9 @@ impl C2dPlan {
         }
         if self.senders == 0 {
             return Err(OptionsError::Senders);
+        }
+        if self.amqp_connections == 0 {
+            return Err(OptionsError::AmqpConnections);
         }
         if !(MIN_BODY_BYTES..=MAX_BODY_BYTES).contains(&self.body_bytes) {
             return Err(OptionsError::BodySize(self.body_bytes));
@@ -232,6 +267,7 @@ impl FillPlan {
             senders: self.senders,
             body_bytes: self.body_bytes,
             http: self.http,
+            amqp_connections: 1,
             ..C2dPlan::new()
         }
         .validate()
@@ -285,6 +321,13 @@ mod tests {
                     ..base.clone()
                 },
                 OptionsError::Senders,
+            ),
+            (
+                C2dPlan {
+                    amqp_connections: 0,
+                    ..base.clone()
+                },
+                OptionsError::AmqpConnections,
             ),
             (
                 C2dPlan {

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::options::{AckMode, HttpVersion, Transport};
+use crate::options::{AckMode, HttpVersion, SendOver, Transport};
 
 /// Send→receive latency percentiles, in microseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -98,8 +98,12 @@ pub struct C2dReport {
     pub senders: u32,
     /// Target rate in msg/s; `None` = flat out.
     pub rate: Option<u32>,
-    /// HTTP version of the senders.
+    /// HTTP version of the senders (when they send over HTTPS).
     pub http: HttpVersion,
+    /// How the senders sent to the hub (ignored in broker mode).
+    pub send_over: SendOver,
+    /// AMQP connections the senders shared, when they sent over AMQP.
+    pub amqp_connections: Option<u32>,
     /// Feedback asked for.
     pub ack: AckMode,
     /// Bytes per body.
@@ -162,14 +166,21 @@ impl C2dReport {
                 "{} MQTT publishers (QoS 1, window {})",
                 self.senders, b.publish_window
             ),
-            None => format!(
-                "{} senders (HTTP/{})",
-                self.senders,
-                match self.http {
-                    HttpVersion::Http1 => "1.1",
-                    HttpVersion::Http2 => "2",
-                }
-            ),
+            None => match (self.send_over, self.amqp_connections) {
+                (SendOver::Amqp, connections) => format!(
+                    "{} senders (AMQP, {} connections, pipelined)",
+                    self.senders,
+                    connections.unwrap_or(1)
+                ),
+                (SendOver::Https, _) => format!(
+                    "{} senders (HTTP/{})",
+                    self.senders,
+                    match self.http {
+                        HttpVersion::Http1 => "1.1",
+                        HttpVersion::Http2 => "2",
+                    }
+                ),
+            },
         };
         let _ = writeln!(
             out,
@@ -401,6 +412,8 @@ mod tests {
             senders: 64,
             rate: None,
             http: HttpVersion::Http1,
+            send_over: SendOver::Https,
+            amqp_connections: None,
             ack: AckMode::None,
             body_bytes: 64,
             max_queue_depth: Some(3),

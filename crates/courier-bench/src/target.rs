@@ -22,6 +22,8 @@ pub struct BenchTarget {
     pub https_endpoint: reqwest::Url,
     /// The MQTT-over-TLS port, when known.
     pub mqtt_port: Option<u16>,
+    /// The AMQP-over-TLS port, when known (AMQP senders need it).
+    pub amqp_port: Option<u16>,
     /// PEM bytes of the CA certificate(s) to trust.
     pub ca_pem: Vec<u8>,
     /// Name of a shared access policy with RegistryWrite and ServiceConnect.
@@ -77,6 +79,21 @@ impl BenchTarget {
             token_expiry(),
         )
         .map_err(BenchError::Sign)
+    }
+
+    /// The policy's service connection string, with `GatewayHostName` when
+    /// the hub is reached by another name than its own (e.g. 127.0.0.1).
+    pub(crate) fn service_connection_string(&self) -> String {
+        let mut cs = format!(
+            "HostName={};SharedAccessKeyName={};SharedAccessKey={}",
+            self.host_name, self.policy_name, self.policy_key
+        );
+        let connect = self.connect_host();
+        if !connect.eq_ignore_ascii_case(&self.host_name) {
+            cs.push_str(";GatewayHostName=");
+            cs.push_str(&connect);
+        }
+        cs
     }
 
     /// A device token for `device_id` signed with `key`.

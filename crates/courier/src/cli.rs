@@ -464,12 +464,24 @@ pub(crate) enum BenchHttp {
     Http2,
 }
 
+/// How the bench's service senders send to the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum BenchSendOver {
+    /// AMQP over TLS, as the official service SDKs send; sends pipelined on a few connections.
+    Amqp,
+    /// The HTTPS service API, one request in flight per sender.
+    Https,
+}
+
 /// Flags every bench shares.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct BenchCommonArgs {
     /// The hub's MQTT-over-TLS port. Default: `mqttPort` from the running hub's run.json.
     #[arg(long, value_name = "PORT")]
     pub(crate) mqtt_port: Option<u16>,
+    /// The hub's AMQP-over-TLS port. Default: `amqpPort` from the running hub's run.json.
+    #[arg(long, value_name = "PORT")]
+    pub(crate) amqp_port: Option<u16>,
     /// Process id of the hub, for its CPU and RSS. Default: `pid` from the running hub's run.json.
     #[arg(long, value_name = "PID")]
     pub(crate) hub_pid: Option<u32>,
@@ -491,8 +503,11 @@ pub(crate) struct BenchCommonArgs {
 #[command(after_long_help = "\
 Creates devices bench-0 … bench-{N-1} with c2dLimits.maxQueueDepth raised to M
 (the hub default of 50 would refuse a flat-out run), connects them, and has S
-senders POST the M×N messages over the HTTPS service API while the devices
-PUBACK each delivery. Reports delivered msg/s (first send → last PUBACK),
+senders send the M×N messages while the devices PUBACK each delivery. The
+senders send over AMQP by default, as the official service SDKs do: they share
+--amqp-connections connections, one sender link each, with every sender's
+send in flight at once (pipelined); --send-over https makes each sender POST
+to the HTTPS service API instead, one request in flight. Reports delivered msg/s (first send → last PUBACK),
 send→receive latency percentiles, errors by kind, and the hub's CPU time per
 message and peak RSS (from /proc, when the hub runs on this machine).
 Exits 1 when a message was not delivered or anything failed.
@@ -512,9 +527,16 @@ pub(crate) struct BenchC2dArgs {
     /// Messages sent to each device.
     #[arg(long, value_name = "M", default_value_t = 100)]
     pub(crate) messages: u32,
-    /// Concurrent HTTP senders.
+    /// Concurrent senders (each has one message in flight).
     #[arg(long, value_name = "S", default_value_t = 64)]
     pub(crate) senders: u32,
+    /// How the senders send to the hub.
+    #[arg(long, value_enum, default_value_t = BenchSendOver::Amqp)]
+    pub(crate) send_over: BenchSendOver,
+    /// AMQP connections the senders share (with --send-over amqp).
+    #[arg(long, value_name = "N", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) amqp_connections: u32,
     /// Target send rate in messages per second. Default: flat out.
     #[arg(long, value_name = "R", value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) rate: Option<u32>,
@@ -527,7 +549,7 @@ pub(crate) struct BenchC2dArgs {
     /// Bytes per message body (the first 8 carry the send time).
     #[arg(long, value_name = "BYTES", default_value_t = 64)]
     pub(crate) body_size: u32,
-    /// HTTP version of the senders.
+    /// HTTP version of the senders (with --send-over https).
     #[arg(long, value_enum, default_value_t = BenchHttp::Http1)]
     pub(crate) http: BenchHttp,
     /// Drive a plain MQTT broker at this URL instead of the hub (broker mode).
@@ -609,6 +631,10 @@ mod tests {
         assert_eq!(args.rate, None);
         assert_eq!(args.transport, BenchTransport::Mqtt);
         assert_eq!(args.ack, BenchAck::None);
+        assert_eq!(
+            (args.send_over, args.amqp_connections),
+            (BenchSendOver::Amqp, 4)
+        );
         assert!(!args.common.keep_devices);
     }
 

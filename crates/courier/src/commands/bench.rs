@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use courier_bench::{
     AckMode, BenchTarget, BrokerTarget, C2dPlan, FillPlan, HttpVersion, IdlePlan, Observer,
-    Progress, Silent, Transport,
+    Progress, SendOver, Silent, Transport,
 };
 
 use super::Outcome;
 use crate::cli::{
     BenchAck, BenchArgs, BenchC2dArgs, BenchCommand, BenchCommonArgs, BenchFillArgs, BenchHttp,
-    BenchIdleArgs, BenchTransport, ClientArgs,
+    BenchIdleArgs, BenchSendOver, BenchTransport, ClientArgs,
 };
 use crate::target::{Credential, LocalHub, Target};
 
@@ -154,6 +154,11 @@ fn c2d_plan(args: &BenchC2dArgs) -> anyhow::Result<C2dPlan> {
         },
         body_bytes: args.body_size,
         http: http_version(args.http),
+        send_over: match args.send_over {
+            BenchSendOver::Amqp => SendOver::Amqp,
+            BenchSendOver::Https => SendOver::Https,
+        },
+        amqp_connections: args.amqp_connections,
         keep_devices: args.common.keep_devices,
         publish_window: args.publish_window,
         source_addresses: args.common.source_addresses,
@@ -230,6 +235,9 @@ fn bench_target(client: &ClientArgs, common: &BenchCommonArgs) -> anyhow::Result
         mqtt_port: common
             .mqtt_port
             .or(running.as_ref().and_then(|run| run.mqtt_port)),
+        amqp_port: common
+            .amqp_port
+            .or(running.as_ref().and_then(|run| run.amqp_port)),
         ca_pem,
         policy_name: name,
         policy_key: key,

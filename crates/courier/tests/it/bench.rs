@@ -15,9 +15,13 @@ fn bench_c2d_delivers_every_message_and_deletes_its_devices() {
         "3",
         "--senders",
         "4",
+        "--amqp-connections",
+        "2",
     ]);
     assert_eq!(report.len(), 1, "{report:?}");
     let report = &report[0];
+    assert_eq!(report["sendOver"], "amqp", "{report}");
+    assert_eq!(report["amqpConnections"], 2, "{report}");
     assert_eq!(report["sent"], 15, "{report}");
     assert_eq!(report["delivered"], 15, "{report}");
     assert_eq!(report["errors"], serde_json::json!([]), "{report}");
@@ -41,6 +45,7 @@ fn bench_c2d_delivers_every_message_and_deletes_its_devices() {
     );
 }
 
+/// Also the HTTPS send path (the default is AMQP).
 #[test]
 fn bench_c2d_with_full_ack_counts_a_feedback_record_per_message() {
     let hub = Hub::start();
@@ -53,8 +58,16 @@ fn bench_c2d_with_full_ack_counts_a_feedback_record_per_message() {
         "2",
         "--ack",
         "full",
+        "--send-over",
+        "https",
     ]);
     let report = &report[0];
+    assert_eq!(report["sendOver"], "https", "{report}");
+    assert_eq!(
+        report["amqpConnections"],
+        serde_json::Value::Null,
+        "{report}"
+    );
     assert_eq!(report["delivered"], 4, "{report}");
     assert_eq!(report["feedbackRecords"], 4, "{report}");
     assert_eq!(report["errors"], serde_json::json!([]), "{report}");

@@ -489,6 +489,39 @@ async fn refusals_are_typed(transport: ServiceTransport) {
     );
 }
 
+/// Many sends at once on one client: on AMQP they share one sender link and
+/// the hub pipelines them, so each must still get its own outcome, refusals
+/// among acceptances included.
+async fn concurrent_sends_each_get_their_own_outcome(transport: ServiceTransport) {
+    let hub = Hub::start();
+    hub.ok(&["device", "create", "busy", "--max-queue-depth", "250"]);
+    let service = service(&hub, transport);
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..350 {
+        let service = service.clone();
+        let device = if i % 7 == 3 { "nobody" } else { "busy" };
+        sends.spawn(async move {
+            let result = service
+                .send(device, &Message::new(format!("m{i}")), PATIENCE)
+                .await;
+            (device, result)
+        });
+    }
+    let results = within("350 concurrent sends", sends.join_all()).await;
+    let (mut accepted, mut full, mut unknown) = (0, 0, 0);
+    for (device, result) in results {
+        match (device, result) {
+            ("busy", Ok(_)) => accepted += 1,
+            ("busy", Err(ClientError::QueueFull(_))) => full += 1,
+            ("nobody", Err(ClientError::NotFound(_))) => unknown += 1,
+            (device, other) => panic!("send to {device}: unexpected {other:?}"),
+        }
+    }
+    assert_eq!((accepted, full, unknown), (250, 50, 50));
+    let purged = within("purge", service.purge("busy")).await.unwrap();
+    assert_eq!(purged.total_messages_purged, 250);
+}
+
 macro_rules! service_scenarios {
     ($($name:ident => $transport:expr),* $(,)?) => {$(
         mod $name {
@@ -502,6 +535,11 @@ macro_rules! service_scenarios {
             #[tokio::test]
             async fn refusals_are_typed() {
                 super::refusals_are_typed($transport).await;
+            }
+
+            #[tokio::test]
+            async fn concurrent_sends_each_get_their_own_outcome() {
+                super::concurrent_sends_each_get_their_own_outcome($transport).await;
             }
         }
     )*};
