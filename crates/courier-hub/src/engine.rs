@@ -6,9 +6,9 @@
 //! that batch's commit, so a caller is answered only once what it caused is
 //! durable, and one fsync serves the whole batch.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use courier_core::{
@@ -79,6 +79,10 @@ pub(crate) enum Command {
     Receive {
         id: DeviceId,
         token: LockToken,
+        /// When the queue has nothing to give: `false` answers `None` at
+        /// once; `true` parks the receive in the engine until a message is
+        /// available (see [`Waiters`]) or the caller goes away.
+        park: bool,
         reply: Reply<Option<courier_core::Delivery>>,
     },
     Settle {
@@ -108,7 +112,6 @@ pub(crate) enum Command {
 /// State shared between the engine and every handle.
 pub(crate) struct Shared {
     pub(crate) credentials: CredentialView,
-    device_waiters: Mutex<HashMap<DeviceId, Arc<Notify>>>,
     pub(crate) feedback_waiter: Notify,
     pub(crate) failed: AtomicBool,
 }
@@ -117,37 +120,75 @@ impl Shared {
     pub(crate) fn new() -> Self {
         Shared {
             credentials: CredentialView::default(),
-            device_waiters: Mutex::new(HashMap::new()),
             feedback_waiter: Notify::new(),
             failed: AtomicBool::new(false),
         }
     }
+}
 
-    /// The wake-up of receivers waiting on a device's queue.
-    pub(crate) fn device_waiter(&self, id: &DeviceId) -> Arc<Notify> {
-        let mut map = self
-            .device_waiters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        map.entry(id.clone()).or_default().clone()
-    }
+/// One parked receive: the caller's lock token and where its delivery goes.
+struct Waiter {
+    token: LockToken,
+    reply: Reply<Option<courier_core::Delivery>>,
+}
 
-    fn wake_device(&self, id: &DeviceId) {
-        let map = self
-            .device_waiters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = map.get(id) {
-            n.notify_waiters();
+/// Receives parked in the engine, by device, oldest first.
+///
+/// A device's receiver (an MQTT connection, an AMQP link, an HTTPS long
+/// poll) that finds the queue empty waits here instead of polling. When a
+/// turn makes a message available to the device (a send, an abandon, a lock
+/// that lapsed), the engine locks it for the oldest waiter in that same turn,
+/// so the lock is written in the same batch as what made the message
+/// available, and the waiter is answered when that batch is durable: one
+/// engine command and one commit per delivery instead of a wake-up, a second
+/// receive and a second commit. A waiter whose caller has gone (its wait
+/// timed out, its connection closed) is skipped and dropped.
+#[derive(Default)]
+pub(crate) struct Waiters {
+    by_device: HashMap<DeviceId, VecDeque<Waiter>>,
+    /// Waiters held, live or not.
+    count: usize,
+    /// `count` after the last sweep of callers that went away.
+    after_prune: usize,
+}
+
+impl Waiters {
+    /// Number of waiters past which those whose callers went away are swept
+    /// out, relative to the number left by the previous sweep.
+    const PRUNE_SLACK: usize = 1024;
+
+    fn park(&mut self, id: DeviceId, waiter: Waiter) {
+        let queue = self.by_device.entry(id).or_default();
+        let before = queue.len();
+        queue.retain(|w| !w.reply.is_closed());
+        self.count -= before - queue.len();
+        queue.push_back(waiter);
+        self.count += 1;
+        if self.count > 2 * self.after_prune + Self::PRUNE_SLACK {
+            self.by_device.retain(|_, q| {
+                q.retain(|w| !w.reply.is_closed());
+                !q.is_empty()
+            });
+            self.count = self.by_device.values().map(VecDeque::len).sum();
+            self.after_prune = self.count;
         }
     }
 
-    fn forget_device(&self, id: &DeviceId) {
-        let mut map = self
-            .device_waiters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        map.remove(id);
+    fn is_empty(&self) -> bool {
+        self.by_device.is_empty()
+    }
+
+    fn take(&mut self, id: &DeviceId) -> Option<VecDeque<Waiter>> {
+        let queue = self.by_device.remove(id)?;
+        self.count -= queue.len();
+        Some(queue)
+    }
+
+    fn put_back(&mut self, id: DeviceId, queue: VecDeque<Waiter>) {
+        if !queue.is_empty() {
+            self.count += queue.len();
+            self.by_device.insert(id, queue);
+        }
     }
 }
 
@@ -223,6 +264,8 @@ pub(crate) struct Engine {
     /// the channel open once every handle is gone.
     pub(crate) weak_tx: mpsc::WeakSender<Command>,
     pub(crate) last_activity: HashMap<DeviceId, Timestamp>,
+    /// Receives waiting for their device's next message.
+    pub(crate) waiters: Waiters,
     pub(crate) checkpoint_after_bytes: u64,
     pub(crate) checkpoint_running: Arc<AtomicBool>,
     pub(crate) in_flight: Arc<Semaphore>,
@@ -259,6 +302,7 @@ impl Engine {
                 self.handle(now, command, &mut events, &mut deferred);
             }
             self.state.tick(now, &mut events);
+            self.serve_waiters(now, &mut events, &mut deferred);
             let last = self.commit(events, deferred).await;
             if let Some(reply) = shutdown.take() {
                 // Wait for the last batch so that nothing acknowledged is lost.
@@ -349,20 +393,32 @@ impl Engine {
                     .map_err(Error::from);
                 deferred.push(defer(reply, r));
             }
-            Command::Receive { id, token, reply } => {
+            Command::Receive {
+                id,
+                token,
+                park,
+                reply,
+            } => {
+                // Nobody would read the answer: lock nothing.
+                if reply.is_closed() {
+                    return;
+                }
                 let r = self
                     .state
                     .receive(now, &id, token, events)
                     .map_err(Error::from);
                 if r.is_ok() {
-                    self.last_activity.insert(id, now);
+                    self.last_activity.insert(id.clone(), now);
                 }
-                deferred.push(defer_or_release(
-                    reply,
-                    r,
-                    self.weak_tx.clone(),
-                    release_delivery,
-                ));
+                match r {
+                    Ok(None) if park => self.waiters.park(id, Waiter { token, reply }),
+                    r => deferred.push(defer_or_release(
+                        reply,
+                        r,
+                        self.weak_tx.clone(),
+                        release_delivery,
+                    )),
+                }
             }
             Command::Settle {
                 id,
@@ -413,6 +469,62 @@ impl Engine {
         }
     }
 
+    /// Gives parked receives what this turn made available to their
+    /// devices: a message enqueued or returned to the queue, or an answer
+    /// that the device is gone or disabled. The locks join this turn's batch.
+    fn serve_waiters(
+        &mut self,
+        now: Timestamp,
+        events: &mut Vec<HubEvent>,
+        deferred: &mut Vec<Deferred>,
+    ) {
+        if self.waiters.is_empty() {
+            return;
+        }
+        let mut touched: Vec<DeviceId> = Vec::new();
+        for event in events.iter() {
+            let id = match event {
+                HubEvent::Queue {
+                    device_id,
+                    event: QueueEvent::Enqueued { .. } | QueueEvent::Returned { .. },
+                } => device_id,
+                HubEvent::DeviceDeleted(id) => id,
+                HubEvent::DeviceWritten(device) => &device.device_id,
+                _ => continue,
+            };
+            if self.waiters.by_device.contains_key(id) && !touched.contains(id) {
+                touched.push(id.clone());
+            }
+        }
+        for id in touched {
+            let Some(mut queue) = self.waiters.take(&id) else {
+                continue;
+            };
+            while let Some(waiter) = queue.pop_front() {
+                if waiter.reply.is_closed() {
+                    continue;
+                }
+                match self.state.receive(now, &id, waiter.token, events) {
+                    Ok(Some(delivery)) => {
+                        self.last_activity.insert(id.clone(), now);
+                        deferred.push(defer_or_release(
+                            waiter.reply,
+                            Ok(Some(delivery)),
+                            self.weak_tx.clone(),
+                            release_delivery,
+                        ));
+                    }
+                    Ok(None) => {
+                        queue.push_front(waiter);
+                        break;
+                    }
+                    Err(e) => deferred.push(defer(waiter.reply, Err(Error::from(e)))),
+                }
+            }
+            self.waiters.put_back(id, queue);
+        }
+    }
+
     fn info(&self, device: courier_core::Device) -> DeviceInfo {
         let count = self
             .state
@@ -442,21 +554,11 @@ impl Engine {
             }
             return None;
         }
-        let mut woken_devices = HashSet::new();
         let mut wake_feedback = false;
         for event in &events {
             match event {
                 HubEvent::DeviceWritten(d) => self.shared.credentials.put(d),
-                HubEvent::DeviceDeleted(id) => {
-                    self.shared.credentials.remove(id.as_str());
-                    self.shared.forget_device(id);
-                }
-                HubEvent::Queue {
-                    device_id,
-                    event: QueueEvent::Enqueued { .. } | QueueEvent::Returned { .. },
-                } => {
-                    woken_devices.insert(device_id.clone());
-                }
+                HubEvent::DeviceDeleted(id) => self.shared.credentials.remove(id.as_str()),
                 HubEvent::FeedbackClosed(_) | HubEvent::Feedback(QueueEvent::Returned { .. }) => {
                     wake_feedback = true
                 }
@@ -489,13 +591,8 @@ impl Engine {
             for d in deferred {
                 d(result.clone());
             }
-            if ok {
-                for id in &woken_devices {
-                    shared.wake_device(id);
-                }
-                if wake_feedback {
-                    shared.feedback_waiter.notify_waiters();
-                }
+            if ok && wake_feedback {
+                shared.feedback_waiter.notify_waiters();
             }
         }))
     }

@@ -126,6 +126,7 @@ impl Hub {
             rx,
             weak_tx: tx.downgrade(),
             last_activity: HashMap::new(),
+            waiters: crate::engine::Waiters::default(),
             checkpoint_after_bytes: options.checkpoint_after_bytes,
             checkpoint_running: Arc::new(AtomicBool::new(false)),
             in_flight: crate::engine::in_flight_permits(),
@@ -247,7 +248,12 @@ impl Hub {
         let id = id.clone();
         let token = new_lock_token();
         self.claim(
-            |reply| Command::Receive { id, token, reply },
+            |reply| Command::Receive {
+                id,
+                token,
+                park: false,
+                reply,
+            },
             release_delivery,
         )
         .await
@@ -280,26 +286,30 @@ impl Hub {
     }
 
     /// Like [`Hub::receive`], but waits up to `wait` for a message to arrive.
+    ///
+    /// The receive waits in the engine, which locks the device's next
+    /// message for it in the turn that makes one available; a wait that
+    /// ends first leaves nothing locked.
     pub async fn receive_wait(
         &self,
         id: &DeviceId,
         wait: Duration,
     ) -> Result<Option<Delivery>, Error> {
-        let deadline = tokio::time::Instant::now() + wait;
-        let waiter = self.shared.device_waiter(id);
-        loop {
-            let notified = waiter.notified();
-            tokio::pin!(notified);
-            // Register before looking, so that a message arriving between the
-            // look and the wait still wakes us.
-            notified.as_mut().enable();
-            if let Some(d) = self.receive(id).await? {
-                return Ok(Some(d));
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Ok(None);
-            }
+        if wait.is_zero() {
+            return self.receive(id).await;
         }
+        let id = id.clone();
+        let token = new_lock_token();
+        let parked = self.claim(
+            |reply| Command::Receive {
+                id,
+                token,
+                park: true,
+                reply,
+            },
+            release_delivery,
+        );
+        tokio::time::timeout(wait, parked).await.unwrap_or(Ok(None))
     }
 
     /// Completes a locked message.

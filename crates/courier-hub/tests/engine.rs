@@ -149,13 +149,7 @@ async fn feedback_is_batched_and_received() {
 
 #[tokio::test]
 async fn a_waiting_receiver_wakes_when_a_message_arrives() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock(AtomicI64::new(1_700_000_000_000)));
-    let dev = DeviceId::new("dev1").unwrap();
-    let (hub, task) = open(dir.path(), clock);
-    hub.put_device(dev.clone(), DeviceSpec::default(), IfMatch::Absent)
-        .await
-        .unwrap();
+    let (_dir, hub, task, dev) = hub_with_one_device().await;
     let waiter = {
         let hub = hub.clone();
         let dev = dev.clone();
@@ -223,13 +217,7 @@ async fn many_concurrent_sends_are_all_durable_and_ordered_per_device() {
 
 #[tokio::test]
 async fn a_full_queue_refuses_with_403004_and_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock(AtomicI64::new(1_700_000_000_000)));
-    let dev = DeviceId::new("dev1").unwrap();
-    let (hub, task) = open(dir.path(), clock);
-    hub.put_device(dev.clone(), DeviceSpec::default(), IfMatch::Absent)
-        .await
-        .unwrap();
+    let (_dir, hub, task, dev) = hub_with_one_device().await;
     for i in 0..50 {
         hub.send(&dev, msg(&format!("{i}"), AckMode::None))
             .await
@@ -252,13 +240,7 @@ async fn a_full_queue_refuses_with_403004_and_loses_nothing() {
 
 #[tokio::test]
 async fn a_receive_whose_caller_went_away_releases_the_message_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock(AtomicI64::new(1_700_000_000_000)));
-    let dev = DeviceId::new("dev1").unwrap();
-    let (hub, task) = open(dir.path(), clock);
-    hub.put_device(dev.clone(), DeviceSpec::default(), IfMatch::Absent)
-        .await
-        .unwrap();
+    let (_dir, hub, task, dev) = hub_with_one_device().await;
     hub.send(&dev, msg("m1", AckMode::None)).await.unwrap();
     // Polled once, the receive is queued to the engine; then the caller is
     // gone (as an HTTP client that disconnects) before the answer arrives.
@@ -322,5 +304,109 @@ async fn a_feedback_receive_whose_caller_went_away_releases_the_batch() {
         again.delivery_count, 1,
         "the abandon counted, the dropped receive did not"
     );
+    stop(hub, task).await;
+}
+
+/// A fresh hub on a manual clock that never moves, with device `dev1`.
+async fn hub_with_one_device() -> (tempfile::TempDir, Hub, courier_hub::HubTask, DeviceId) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock(AtomicI64::new(1_700_000_000_000)));
+    let dev = DeviceId::new("dev1").unwrap();
+    let (hub, task) = open(dir.path(), clock);
+    hub.put_device(dev.clone(), DeviceSpec::default(), IfMatch::Absent)
+        .await
+        .unwrap();
+    (dir, hub, task, dev)
+}
+
+/// Spawns `receive_wait` and gives it time to park in the engine.
+async fn parked(
+    hub: &Hub,
+    dev: &DeviceId,
+    wait: Duration,
+) -> tokio::task::JoinHandle<Result<Option<courier_core::Delivery>, Error>> {
+    let (hub, dev) = (hub.clone(), dev.clone());
+    let task = tokio::spawn(async move { hub.receive_wait(&dev, wait).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    task
+}
+
+#[tokio::test]
+async fn a_wait_that_ends_first_leaves_nothing_locked() {
+    let (_dir, hub, task, dev) = hub_with_one_device().await;
+    let waited = hub
+        .receive_wait(&dev, Duration::from_millis(30))
+        .await
+        .unwrap();
+    assert!(waited.is_none());
+    hub.send(&dev, msg("m1", AckMode::None)).await.unwrap();
+    // The manual clock never moves, so a lock taken for the gone waiter
+    // would never lapse: the message must be there now.
+    let got = hub
+        .receive(&dev)
+        .await
+        .unwrap()
+        .expect("not locked for the receive that stopped waiting");
+    assert_eq!(got.delivery_count, 0);
+    stop(hub, task).await;
+}
+
+#[tokio::test]
+async fn parked_receivers_each_get_their_own_message() {
+    let (_dir, hub, task, dev) = hub_with_one_device().await;
+    let mut waiting = Vec::new();
+    for _ in 0..3 {
+        waiting.push(parked(&hub, &dev, Duration::from_secs(30)).await);
+    }
+    for i in 0..3 {
+        hub.send(&dev, msg(&format!("m{i}"), AckMode::None))
+            .await
+            .unwrap();
+    }
+    let mut bodies = Vec::new();
+    for w in waiting {
+        let got = tokio::time::timeout(Duration::from_secs(10), w)
+            .await
+            .expect("answered well before its own deadline")
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        bodies.push(String::from_utf8(got.message.body.clone()).unwrap());
+    }
+    bodies.sort();
+    assert_eq!(bodies, ["m0", "m1", "m2"]);
+    assert!(hub.receive(&dev).await.unwrap().is_none());
+    stop(hub, task).await;
+}
+
+#[tokio::test]
+async fn a_parked_receiver_gets_an_abandoned_message_back() {
+    let (_dir, hub, task, dev) = hub_with_one_device().await;
+    hub.send(&dev, msg("m1", AckMode::None)).await.unwrap();
+    let first = hub.receive(&dev).await.unwrap().unwrap();
+    let waiter = parked(&hub, &dev, Duration::from_secs(30)).await;
+    hub.abandon(&dev, first.lock_token).await.unwrap();
+    let again = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("woken by the abandon")
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.message.properties.message_id.as_deref(), Some("m1"));
+    assert_ne!(again.lock_token, first.lock_token);
+    stop(hub, task).await;
+}
+
+#[tokio::test]
+async fn a_parked_receiver_learns_that_its_device_was_deleted() {
+    let (_dir, hub, task, dev) = hub_with_one_device().await;
+    let waiter = parked(&hub, &dev, Duration::from_secs(30)).await;
+    hub.delete_device(&dev, IfMatch::Any).await.unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("answered at the delete, not at its deadline")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.code().number(), 404001);
     stop(hub, task).await;
 }
