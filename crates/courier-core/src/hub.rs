@@ -7,7 +7,7 @@
 //! state (a property test checks this).
 
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use crate::error::HubError;
@@ -66,6 +66,8 @@ pub struct DeviceEntry {
     pub device: Device,
     /// Its C2D queue.
     pub queue: LockedQueue<Arc<C2dMessage>>,
+    /// The queue's next deadline as the hub-wide index holds it.
+    indexed_deadline: Option<Timestamp>,
 }
 
 /// What a sender learns of an accepted message.
@@ -136,7 +138,6 @@ pub struct HubState {
     feedback_pending: VecDeque<FeedbackRecord>,
     feedback: LockedQueue<Arc<FeedbackBatch>>,
     deadlines: BTreeSet<(Timestamp, DeviceId)>,
-    device_deadline: HashMap<DeviceId, Timestamp>,
 }
 
 impl HubState {
@@ -148,7 +149,6 @@ impl HubState {
             feedback_pending: VecDeque::new(),
             feedback: LockedQueue::default(),
             deadlines: BTreeSet::new(),
-            device_deadline: HashMap::new(),
         }
     }
 
@@ -391,10 +391,10 @@ impl HubState {
             None => now.saturating_add(limits.default_ttl),
         };
         self.sweep_device(now, id, out);
-        let policy = self.policy_of(id);
         let Some(entry) = self.devices.get(id) else {
             return Err(HubError::DeviceNotFound(id.clone()));
         };
+        let policy = self.policy_for(entry);
         let event = entry
             .queue
             .decide_enqueue(now, expiry_time, Arc::new(message), &policy)
@@ -427,8 +427,8 @@ impl HubState {
     ) -> Result<Option<Delivery>, HubError> {
         self.enabled_device(id)?;
         self.sweep_device(now, id, out);
-        let policy = self.policy_of(id);
         let entry = self.enabled_device(id)?;
+        let policy = self.policy_for(entry);
         let Some(event) = entry.queue.decide_receive(now, lock_token, &policy) else {
             return Ok(None);
         };
@@ -496,8 +496,8 @@ impl HubState {
     ) -> Result<(), HubError> {
         self.device_entry(id)?;
         self.sweep_device(now, id, out);
-        let policy = self.policy_of(id);
         let entry = self.device_entry(id)?;
+        let policy = self.policy_for(entry);
         let event = entry
             .queue
             .decide_abandon(now, token, &policy)
@@ -698,14 +698,16 @@ impl HubState {
                             DeviceEntry {
                                 device,
                                 queue: LockedQueue::default(),
+                                indexed_deadline: None,
                             },
                         );
                     }
                 }
             }
             HubEvent::DeviceDeleted(id) => {
-                self.devices.remove(&id);
-                self.set_deadline(&id, None);
+                if let Some(mut entry) = self.devices.remove(&id) {
+                    index_deadline(&mut self.deadlines, &id, &mut entry.indexed_deadline, None);
+                }
             }
             HubEvent::Queue { device_id, event } => {
                 let Some(entry) = self.devices.get_mut(&device_id) else {
@@ -735,7 +737,12 @@ impl HubState {
                     }
                 }
                 let next = entry.queue.next_deadline();
-                self.set_deadline(&device_id, next);
+                index_deadline(
+                    &mut self.deadlines,
+                    &device_id,
+                    &mut entry.indexed_deadline,
+                    next,
+                );
             }
             HubEvent::Feedback(event) => {
                 self.feedback.apply(event);
@@ -826,11 +833,11 @@ impl HubState {
         Ok(())
     }
 
-    fn policy_of(&self, id: &DeviceId) -> QueuePolicy {
-        let limits = self
-            .devices
-            .get(id)
-            .map_or(self.settings.limits, |e| self.limits_of(&e.device));
+    fn policy_for(&self, entry: &DeviceEntry) -> QueuePolicy {
+        self.policy_with(self.limits_of(&entry.device))
+    }
+
+    fn policy_with(&self, limits: QueueLimits) -> QueuePolicy {
         QueuePolicy {
             max_depth: limits.max_queue_depth,
             max_delivery_count: limits.max_delivery_count,
@@ -850,13 +857,13 @@ impl HubState {
     }
 
     fn sweep_device(&mut self, now: Timestamp, id: &DeviceId, out: &mut Vec<HubEvent>) {
-        let policy = self.policy_of(id);
         let Some(entry) = self.devices.get(id) else {
             return;
         };
         if entry.queue.next_deadline().is_none_or(|t| t > now) {
             return;
         }
+        let policy = self.policy_for(entry);
         for event in entry.queue.decide_sweep(now, &policy) {
             self.emit(
                 out,
@@ -877,19 +884,23 @@ impl HubState {
             self.emit(out, HubEvent::Feedback(event));
         }
     }
+}
 
-    fn set_deadline(&mut self, id: &DeviceId, next: Option<Timestamp>) {
-        let old = self.device_deadline.get(id).copied();
-        if old == next {
-            return;
-        }
-        if let Some(old) = old {
-            self.deadlines.remove(&(old, id.clone()));
-            self.device_deadline.remove(id);
-        }
-        if let Some(next) = next {
-            self.deadlines.insert((next, id.clone()));
-            self.device_deadline.insert(id.clone(), next);
-        }
+/// Moves `id` in the hub-wide deadline index from `*indexed` to `next`.
+fn index_deadline(
+    deadlines: &mut BTreeSet<(Timestamp, DeviceId)>,
+    id: &DeviceId,
+    indexed: &mut Option<Timestamp>,
+    next: Option<Timestamp>,
+) {
+    if *indexed == next {
+        return;
     }
+    if let Some(old) = indexed.take() {
+        deadlines.remove(&(old, id.clone()));
+    }
+    if let Some(next) = next {
+        deadlines.insert((next, id.clone()));
+    }
+    *indexed = next;
 }

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 
 /// Why an identifier was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -21,9 +22,12 @@ pub enum IdError {
 
 /// A device identity, as IoT Hub allows it: 1–128 characters of
 /// `A-Z a-z 0-9 - : . + % _ # * ? ! ( ) , = @ ; $ '`. Case-sensitive.
+///
+/// Shared, not copied: every event, index entry and delivery names its
+/// device, so a clone is a reference count, not an allocation.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct DeviceId(String);
+pub struct DeviceId(Arc<str>);
 
 impl DeviceId {
     /// Validates `id` against IoT Hub's rules.
@@ -36,7 +40,7 @@ impl DeviceId {
         if let Some(c) = id.chars().find(|c| !is_device_id_char(*c)) {
             return Err(IdError::DeviceIdCharacter(c));
         }
-        Ok(DeviceId(id))
+        Ok(DeviceId(id.into()))
     }
 
     /// The id as text.
@@ -59,7 +63,7 @@ impl TryFrom<String> for DeviceId {
 
 impl From<DeviceId> for String {
     fn from(id: DeviceId) -> String {
-        id.0
+        id.0.as_ref().to_owned()
     }
 }
 
