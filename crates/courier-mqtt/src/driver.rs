@@ -130,6 +130,14 @@ impl Driver {
         }
         // Set when the socket is gone: nothing more can be written to it.
         let mut peer_gone = false;
+        // One timer for the connection's deadlines (connect, keep-alive, token,
+        // locks), moved only when a deadline comes earlier than the one it
+        // is set for. A later deadline (keep-alive moves with every packet)
+        // leaves it where it is: it then fires early, the Tick finds nothing
+        // due, and it is set again. No timer is made or moved per packet.
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
+        let mut armed: Option<Timestamp> = None;
         while !self.conn.is_closed() {
             if self.receive.is_none()
                 && self.out.len() < WRITE_HIGH_WATER
@@ -137,7 +145,15 @@ impl Driver {
             {
                 self.start_receive();
             }
-            let timer = self.conn.next_deadline().map(|d| d.since(now()));
+            match self.conn.next_deadline() {
+                Some(due) if armed.is_none_or(|at| due < at) => {
+                    let wait = due.since(now());
+                    timer.as_mut().reset(tokio::time::Instant::now() + wait);
+                    armed = Some(due);
+                }
+                Some(_) => {}
+                None => armed = None,
+            }
             let readable = self.out.len() < WRITE_HIGH_WATER;
             let want = if busy { READ_CHUNK } else { READ_START };
             if read_buf.capacity() - read_buf.len() < want / 4 {
@@ -181,7 +197,8 @@ impl Driver {
                         self.completed(pkid, result);
                     }
                 }
-                () = async { tokio::time::sleep(timer.unwrap_or_default()).await }, if timer.is_some() => {
+                () = &mut timer, if armed.is_some() => {
+                    armed = None;
                     self.feed(Event::Tick);
                 }
                 _ = maybe(&mut self.replaced) => {

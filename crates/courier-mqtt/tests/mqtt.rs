@@ -711,3 +711,35 @@ async fn the_registry_shows_a_device_connected_while_its_connection_lives() {
     );
     fx.stop().await;
 }
+
+#[tokio::test]
+async fn keep_alive_holds_while_the_device_pings_and_closes_when_it_goes_quiet() {
+    let fx = Fixture::new(QueueLimits::default()).await;
+    let key = fx.device("dev-1", DeviceStatus::Enabled).await;
+    let mut c = fx.open();
+    let Packet::Connect(mut connect) = connect("dev-1", &token("dev-1", &key, 3600), true) else {
+        unreachable!()
+    };
+    // 1 s keep-alive: the hub closes after 1.5 s without a packet.
+    connect.keep_alive = 1;
+    c.send(Packet::Connect(connect)).await;
+    assert_eq!(c.connack().await.code, ConnectReturnCode::Success);
+    // Each ping moves the deadline later, past the one the timer was set for.
+    let start = tokio::time::Instant::now();
+    while start.elapsed() < Duration::from_millis(3000) {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        c.send(Packet::PingReq).await;
+        assert!(
+            matches!(c.next().await, Some(Packet::PingResp)),
+            "closed while the device kept pinging"
+        );
+    }
+    let quiet = tokio::time::Instant::now();
+    c.closed().await;
+    let after = quiet.elapsed();
+    assert!(
+        after >= Duration::from_millis(1400) && after < Duration::from_secs(5),
+        "closed {after:?} after the last ping; 1.5 s expected"
+    );
+    fx.stop().await;
+}
