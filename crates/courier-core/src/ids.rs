@@ -25,9 +25,15 @@ pub enum IdError {
 ///
 /// Shared, not copied: every event, index entry and delivery names its
 /// device, so a clone is a reference count, not an allocation.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
 pub struct DeviceId(Arc<str>);
+
+impl Serialize for DeviceId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
 
 impl DeviceId {
     /// Validates `id` against IoT Hub's rules.
