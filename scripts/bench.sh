@@ -8,7 +8,9 @@
 #                    [--no-build] [--no-drop-caches]
 #   scripts/bench.sh --summary DIR      print an earlier run's summary again
 #
-#   (a) 1,000 devices × 100 messages, flat out: HTTPS senders → hub → MQTT/TLS devices
+#   (a) 1,000 devices × 100 messages, flat out: 64 AMQP senders (pipelined on 4
+#       connections, as the official service SDKs send) → hub → MQTT/TLS devices;
+#       once more with 256 senders, and once with 64 HTTPS senders
 #   (b) latency at fixed send rates (5,000 and 10,000 msg/s), Courier and Mosquitto
 #   (c) idle MQTT/TLS connections (100,000, or as many as the open-files hard
 #       limit allows), hub RSS per connection
@@ -283,9 +285,19 @@ step_ae() {
             mosq_stop
         fi
     done
+    # The hub with 4× the messages in flight (group commit shares each
+    # fdatasync among more sends), and with the HTTPS send path.
+    hub_start x-256
+    c2d_hub "$out/x-courier-256.json" "${size[@]}" --senders 256
+    hub_stop
+    hub_start x-https
+    c2d_hub "$out/x-courier-https.json" "${size[@]}" --send-over https
+    hub_stop
     if want e; then
-        # Mosquitto's best here: 16 PUBLISHes in flight per publisher; and without TLS.
+        # Mosquitto with as many in flight (64 × 4 = 256) and its best here
+        # (16 per publisher); and without TLS.
         mosq_start e-extra
+        c2d_mosquitto_tls "$out/e-mosquitto-tls-window4.json" "${size[@]}" --publish-window 4
         c2d_mosquitto_tls "$out/e-mosquitto-tls-window16.json" "${size[@]}" --publish-window 16
         bench "$out/e-mosquitto-plain.json" c2d --broker "mqtt://127.0.0.1:$mosq_plain_port" \
             --hub-pid "$mosq_pid" "${size[@]}"
@@ -395,8 +407,11 @@ summary() {
         jq -rs '"(a)/(e) \(.[0].devices) devices × \(.[0].messagesPerDevice) messages, flat out (medians)\n"' "$out"/[ae]-*.json
         echo "| system | runs | msg/s | p50 ms | p99 ms | CPU µs/msg | peak RSS MiB | generator µs/msg | load before |"
         echo "|---|---|---|---|---|---|---|---|---|"
-        c2d_row "Courier: 64 HTTPS senders, MQTT/TLS devices" "$out"/a-courier-*.json
+        c2d_row "Courier: 64 AMQP senders (4 connections), MQTT/TLS devices" "$out"/a-courier-*.json
         c2d_row "Mosquitto TLS: 64 publishers, window 1" "$out"/e-mosquitto-tls-[0-9]*.json
+        c2d_row "Courier: 256 AMQP senders" "$out/x-courier-256.json"
+        c2d_row "Mosquitto TLS: window 4 (256 in flight)" "$out/e-mosquitto-tls-window4.json"
+        c2d_row "Courier: 64 HTTPS senders" "$out/x-courier-https.json"
         c2d_row "Mosquitto TLS: window 16" "$out/e-mosquitto-tls-window16.json"
         c2d_row "Mosquitto plain TCP: window 1" "$out/e-mosquitto-plain.json"
         if compgen -G "$out/a-courier-*.json" >/dev/null && compgen -G "$out/e-mosquitto-tls-[0-9]*.json" >/dev/null; then
