@@ -18,10 +18,10 @@ use std::time::Duration;
 use bytes::BytesMut;
 use courier_core::{Clock, Delivery, DeviceId, ErrorCode, Timestamp};
 use courier_hub::SystemClock;
+use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use rumqttc::mqttbytes::v4::Packet;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
-use tokio::task::JoinSet;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::auth;
@@ -42,6 +42,9 @@ const RECEIVE_WAIT: Duration = Duration::from_secs(60);
 const CLOSE_FLUSH: Duration = Duration::from_secs(5);
 
 type Receive = Pin<Box<dyn Future<Output = Result<Option<Delivery>, courier_hub::Error>> + Send>>;
+/// A PUBACKed message's completion, polled by the connection's own task
+/// (no task per message): its packet id and the hub's answer.
+type Completion = Pin<Box<dyn Future<Output = (u16, Result<(), courier_hub::Error>)> + Send>>;
 
 /// Serves one connection until it ends.
 pub(crate) async fn serve<S>(shared: Arc<Shared>, stream: S, info: ConnectionInfo)
@@ -77,7 +80,7 @@ struct Driver {
     actions: Vec<Action>,
     events: VecDeque<Event>,
     receive: Option<Receive>,
-    completions: JoinSet<(u16, Result<(), courier_hub::Error>)>,
+    completions: FuturesUnordered<Completion>,
     replaced: Option<oneshot::Receiver<()>>,
     attachment: Option<Attachment>,
 }
@@ -109,7 +112,7 @@ impl Driver {
             actions: Vec::new(),
             events: VecDeque::new(),
             receive: None,
-            completions: JoinSet::new(),
+            completions: FuturesUnordered::new(),
             replaced: None,
             attachment: None,
         }
@@ -192,10 +195,8 @@ impl Driver {
                         Err(e) => Event::ReceiveFailed(e.to_string()),
                     });
                 }
-                Some(done) = self.completions.join_next(), if !self.completions.is_empty() => {
-                    if let Ok((pkid, result)) = done {
-                        self.completed(pkid, result);
-                    }
+                Some((pkid, result)) = self.completions.next(), if !self.completions.is_empty() => {
+                    self.completed(pkid, result);
                 }
                 () = &mut timer, if armed.is_some() => {
                     armed = None;
@@ -212,10 +213,8 @@ impl Driver {
         // store even though the connection is over: devices (the Node and
         // Python SDKs among them) acknowledge and disconnect at once.
         let drain = async {
-            while let Some(done) = self.completions.join_next().await {
-                if let Ok((pkid, result)) = done {
-                    self.completed(pkid, result);
-                }
+            while let Some((pkid, result)) = self.completions.next().await {
+                self.completed(pkid, result);
             }
         };
         if tokio::time::timeout(CLOSE_FLUSH, drain).await.is_err() {
@@ -360,8 +359,9 @@ impl Driver {
                 if let Some(a) = &self.attachment {
                     let hub = self.shared.config.hub.clone();
                     let id = a.device_id.clone();
-                    self.completions
-                        .spawn(async move { (pkid, hub.complete(&id, lock_token).await) });
+                    self.completions.push(Box::pin(async move {
+                        (pkid, hub.complete(&id, lock_token).await)
+                    }));
                 }
             }
             Action::RememberSubscription(subscription) => {
