@@ -5,7 +5,8 @@
 //! Run: `cargo bench -p courier-store --bench wal`. Environment: `COURIER_BENCH_SECS`
 //! (seconds per writer count, default 3), `COURIER_BENCH_DIR` (where the log goes, default
 //! the system temp dir: it must be on the disk you mean to measure, not a tmpfs),
-//! `COURIER_BENCH_RECOVERY_RECORDS` (default 1000000, 0 skips the recovery run).
+//! `COURIER_BENCH_RECOVERY_RECORDS` (default 1000000, 0 skips the recovery run),
+//! `COURIER_BENCH_PREALLOCATE_BYTES` (the store's `preallocate_bytes`, default its default).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -61,7 +62,14 @@ fn record(n: u64) -> Record {
 
 fn throughput(writers: u64, seconds: u64) {
     let dir = bench_dir();
-    let store = Arc::new(WalStore::open(dir.path(), WalOptions::default()).expect("open store"));
+    let options = WalOptions {
+        preallocate_bytes: env_u64(
+            "COURIER_BENCH_PREALLOCATE_BYTES",
+            WalOptions::default().preallocate_bytes,
+        ),
+        ..WalOptions::default()
+    };
+    let store = Arc::new(WalStore::open(dir.path(), options).expect("open store"));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .build()

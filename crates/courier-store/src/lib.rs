@@ -48,7 +48,8 @@ pub struct ReplayStats {
     pub bytes: u64,
     /// Records that came from the checkpoint.
     pub checkpoint_records: u64,
-    /// Bytes of a torn tail cut off the last segment when the store was opened.
+    /// Bytes of a torn tail cut off the last segment when the store was opened (not
+    /// counted when they were all zeros: the writer's preallocated space).
     pub truncated_tail_bytes: u64,
     /// Time the replay took, visitor included.
     pub elapsed: Duration,

@@ -5,6 +5,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::{IoContext, IoFailure, SyncMode};
@@ -32,12 +33,31 @@ pub(super) fn sync_dir(dir: &Path, mode: SyncMode) -> Result<(), IoFailure> {
     }
 }
 
-/// Writes `bytes` to a new file at `path` via its `.tmp` name and returns the file, open
-/// for writing at its end.
+/// Zeros written at a time when preallocating.
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+
+/// Writes zeros over `from..to` of `file` (not synced). Written zeros, not `fallocate`:
+/// a later overwrite of written blocks changes no metadata, so its `fdatasync` flushes
+/// data only, while a write into unwritten extents or past the end must also commit
+/// the filesystem journal.
+pub(super) fn write_zeros(file: &File, from: u64, to: u64, path: &Path) -> Result<(), IoFailure> {
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(ZEROS.len() as u64) as usize;
+        file.write_all_at(&ZEROS[..n], at)
+            .context("preallocate", path)?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to a new file at `path` via its `.tmp` name, followed by zeros up to
+/// `file_len` bytes in all, and returns the file.
 fn create_complete(
     dir: &Path,
     path: &Path,
     bytes: &[u8],
+    file_len: u64,
     mode: SyncMode,
 ) -> Result<File, IoFailure> {
     let tmp = tmp_path(path);
@@ -48,6 +68,7 @@ fn create_complete(
         .open(&tmp)
         .context("create", &tmp)?;
     file.write_all(bytes).context("write", &tmp)?;
+    write_zeros(&file, bytes.len() as u64, file_len, &tmp)?;
     sync_data(&file, mode, &tmp)?;
     fs::rename(&tmp, path).context("rename", &tmp)?;
     sync_dir(dir, mode)?;
@@ -55,16 +76,19 @@ fn create_complete(
 }
 
 /// Creates segment `header.index`, durable (header, name and directory entry) before any
-/// frame goes in, so recovery never sees a segment without a complete header.
+/// frame goes in, so recovery never sees a segment without a complete header. The file is
+/// `file_len` bytes long (at least the header), zeros after the header.
 pub(super) fn create_segment(
     dir: &Path,
     header: SegmentHeader,
+    file_len: u64,
     mode: SyncMode,
 ) -> Result<File, IoFailure> {
     create_complete(
         dir,
         &segment_path(dir, header.index),
         &header.encode(),
+        file_len,
         mode,
     )
 }

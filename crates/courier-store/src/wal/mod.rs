@@ -44,6 +44,9 @@ pub struct WalOptions {
     pub segment_bytes: u64,
     /// Cap on the bytes one group write collects; a single larger batch is written alone.
     pub max_batch_bytes: usize,
+    /// Zeros kept written ahead of the next frame in the current segment (0: none), so
+    /// that a group's `fdatasync` does not also have to make the file's growth durable.
+    pub preallocate_bytes: u64,
     /// How writes are made durable.
     pub sync: SyncMode,
 }
@@ -53,6 +56,7 @@ impl Default for WalOptions {
         Self {
             segment_bytes: 64 * 1024 * 1024,
             max_batch_bytes: 4 * 1024 * 1024,
+            preallocate_bytes: 1024 * 1024,
             sync: SyncMode::Data,
         }
     }
@@ -75,6 +79,8 @@ pub struct WalStats {
     pub checkpoints: u64,
     /// Segment files started because the previous one was full.
     pub rotations: u64,
+    /// Top-ups of the zeros preallocated ahead of the next frame.
+    pub preallocations: u64,
 }
 
 /// The embedded write-ahead log store; see `DESIGN.md` for its format and protocol.
@@ -180,6 +186,7 @@ impl WalStore {
             bytes_written: get(&counters.bytes_written),
             checkpoints: get(&counters.checkpoints),
             rotations: get(&counters.rotations),
+            preallocations: get(&counters.preallocations),
         }
     }
 
@@ -330,6 +337,7 @@ struct Counters {
     bytes_written: AtomicU64,
     checkpoints: AtomicU64,
     rotations: AtomicU64,
+    preallocations: AtomicU64,
 }
 
 /// The I/O failure that stopped the store.

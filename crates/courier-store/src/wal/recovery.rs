@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -155,7 +155,7 @@ pub(super) fn recover(dir: &Path, mode: SyncMode) -> Result<Recovered, StoreErro
             first_position: 1,
             checkpoint_position: 0,
         };
-        create_segment(dir, header, mode)?;
+        create_segment(dir, header, SEGMENT_HEADER_LEN, mode)?;
         plans.push(SegmentPlan {
             path: segment_path(dir, 0),
             header,
@@ -167,18 +167,27 @@ pub(super) fn recover(dir: &Path, mode: SyncMode) -> Result<Recovered, StoreErro
     let last = plans.len() - 1;
     let (valid_end, next_position) = scan_tail(&plans[last])?;
     let tail_plan = &mut plans[last];
-    let truncated_tail_bytes = tail_plan.end - valid_end;
     let file = OpenOptions::new()
-        .append(true)
+        .write(true)
         .open(&tail_plan.path)
         .context("open", &tail_plan.path)?;
-    if truncated_tail_bytes > 0 {
-        tracing::warn!(
-            path = %tail_plan.path.display(),
-            offset = valid_end,
-            bytes = truncated_tail_bytes,
-            "cutting a torn tail off the last log segment"
-        );
+    let mut truncated_tail_bytes = 0;
+    if tail_plan.end > valid_end {
+        // Zeros are the space the writer preallocates; anything else is a torn write.
+        if all_zero(&tail_plan.path, valid_end, tail_plan.end)? {
+            tracing::debug!(
+                bytes = tail_plan.end - valid_end,
+                "dropping preallocated zeros after the last frame"
+            );
+        } else {
+            truncated_tail_bytes = tail_plan.end - valid_end;
+            tracing::warn!(
+                path = %tail_plan.path.display(),
+                offset = valid_end,
+                bytes = truncated_tail_bytes,
+                "cutting a torn tail off the last log segment"
+            );
+        }
         file.set_len(valid_end)
             .context("truncate", &tail_plan.path)?;
         tail_plan.end = valid_end;
@@ -194,6 +203,7 @@ pub(super) fn recover(dir: &Path, mode: SyncMode) -> Result<Recovered, StoreErro
         index: tail_plan.header.index,
         path: tail_plan.path.clone(),
         len: tail_plan.end,
+        allocated: tail_plan.end,
     };
     let log_bytes = plans.iter().map(|plan| plan.end - SEGMENT_HEADER_LEN).sum();
     tracing::info!(
@@ -213,6 +223,23 @@ pub(super) fn recover(dir: &Path, mode: SyncMode) -> Result<Recovered, StoreErro
         next_position,
         log_bytes,
     })
+}
+
+/// Whether bytes `from..to` of the file at `path` are all zero.
+fn all_zero(path: &Path, from: u64, to: u64) -> Result<bool, StoreError> {
+    let mut file = File::open(path).context("open", path)?;
+    file.seek(SeekFrom::Start(from)).context("seek", path)?;
+    let mut file = file.take(to - from);
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut chunk).context("read", path)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        if chunk[..n].iter().any(|&byte| byte != 0) {
+            return Ok(false);
+        }
+    }
 }
 
 /// Reads the last segment's frames; returns where the valid ones end and the position the

@@ -7,12 +7,14 @@
 //! sync. Positions are assigned here, in channel order, so log order is call order.
 
 use std::fs::File;
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 
-use super::files::{create_segment, remove_superseded, sync_data, sync_dir, write_checkpoint};
+use super::files::{
+    create_segment, remove_superseded, sync_data, sync_dir, write_checkpoint, write_zeros,
+};
 use super::{Failure, FaultPoint, IoContext, IoFailure, Reply, Shared, SyncMode, WalOptions};
 use crate::format::{encode_frame, frame_encoded_len, SegmentHeader, SEGMENT_HEADER_LEN};
 use crate::{CommitInfo, Record};
@@ -28,8 +30,10 @@ pub(super) struct Tail {
     pub(super) file: File,
     pub(super) index: u64,
     pub(super) path: PathBuf,
-    /// Bytes in the file, header included.
+    /// Bytes of header and frames: where the next frame goes.
     pub(super) len: u64,
+    /// The file's length: `len` plus the zeros preallocated after it.
+    pub(super) allocated: u64,
 }
 
 pub(super) struct Writer {
@@ -37,6 +41,7 @@ pub(super) struct Writer {
     sync: SyncMode,
     segment_bytes: u64,
     max_batch_bytes: u64,
+    preallocate_bytes: u64,
     shared: Arc<Shared>,
     tail: Tail,
     next_position: u64,
@@ -62,6 +67,7 @@ impl Writer {
             sync: options.sync,
             segment_bytes: options.segment_bytes,
             max_batch_bytes: options.max_batch_bytes as u64,
+            preallocate_bytes: options.preallocate_bytes,
             shared,
             tail,
             next_position,
@@ -158,8 +164,9 @@ impl Writer {
                 for (reply, position) in self.group.drain(..) {
                     let _ = reply.send(Ok(CommitInfo { position }));
                 }
+                // After answering, so the syncs of a rotation or a preallocation delay
+                // the next group only.
                 if self.tail.len >= self.segment_bytes {
-                    // After answering, so the rotation's syncs delay the next group only.
                     match self.rotate(self.next_position, 0) {
                         Ok(()) => {
                             self.shared
@@ -169,6 +176,8 @@ impl Writer {
                         }
                         Err(failure) => self.fail(failure),
                     }
+                } else if let Err(failure) = self.preallocate() {
+                    self.fail(failure);
                 }
             }
             Err(failure) => {
@@ -183,16 +192,21 @@ impl Writer {
 
     fn write_group(&mut self) -> Result<(), IoFailure> {
         let path = &self.tail.path;
+        let at = self.tail.len;
         if let Err(error) = self.shared.inject(FaultPoint::Write) {
             // Simulates a write that got half-way, leaving a torn frame behind.
             let half = self.buf.len() / 2;
             self.tail
                 .file
-                .write_all(&self.buf[..half])
+                .write_all_at(&self.buf[..half], at)
                 .context("write", path)?;
             return Err(error).context("write", path);
         }
-        self.tail.file.write_all(&self.buf).context("write", path)?;
+        self.tail
+            .file
+            .write_all_at(&self.buf, at)
+            .context("write", path)?;
+        self.tail.allocated = self.tail.allocated.max(at + self.buf.len() as u64);
         if self.sync == SyncMode::Data {
             self.shared
                 .inject(FaultPoint::Sync)
@@ -203,19 +217,58 @@ impl Writer {
         Ok(())
     }
 
+    /// Keeps zeros written ahead of the next frame, so that a group's `fdatasync` flushes
+    /// data only and never the file's growth. Tops the zeros up to `preallocate_bytes`
+    /// (within the segment's size) once fewer than half that are left; the sync that
+    /// makes the new length durable is paid here, once per top-up, off a caller's wait.
+    fn preallocate(&mut self) -> Result<(), IoFailure> {
+        let tail = &mut self.tail;
+        let target = (tail.len + self.preallocate_bytes).min(self.segment_bytes);
+        if self.preallocate_bytes == 0
+            || tail.allocated >= target
+            || tail.allocated - tail.len >= self.preallocate_bytes / 2
+        {
+            return Ok(());
+        }
+        write_zeros(&tail.file, tail.allocated, target, &tail.path)?;
+        sync_data(&tail.file, self.sync, &tail.path)?;
+        tail.allocated = target;
+        self.shared
+            .counters
+            .preallocations
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Starts the next segment, whose first frame will take `first_position`.
+    ///
+    /// The current segment is first cut to its frames, durably, so that only the last
+    /// segment can ever end in preallocated zeros; replay reads every other one to its
+    /// end and calls anything that is not a frame damage.
     fn rotate(&mut self, first_position: u64, checkpoint_position: u64) -> Result<(), IoFailure> {
+        let old = &self.tail;
+        if old.allocated > old.len {
+            old.file.set_len(old.len).context("truncate", &old.path)?;
+            if self.sync == SyncMode::Data {
+                old.file.sync_all().context("fsync", &old.path)?;
+            }
+        }
         let header = SegmentHeader {
             index: self.tail.index + 1,
             first_position,
             checkpoint_position,
         };
-        let file = create_segment(&self.dir, header, self.sync)?;
+        let allocated = SEGMENT_HEADER_LEN
+            + self
+                .preallocate_bytes
+                .min(self.segment_bytes.saturating_sub(SEGMENT_HEADER_LEN));
+        let file = create_segment(&self.dir, header, allocated, self.sync)?;
         self.tail = Tail {
             file,
             index: header.index,
             path: crate::format::segment_path(&self.dir, header.index),
             len: SEGMENT_HEADER_LEN,
+            allocated,
         };
         Ok(())
     }

@@ -42,12 +42,16 @@ fn wal_options() -> impl Strategy<Value = WalOptions> {
     (
         prop_oneof![Just(60u64), Just(300), Just(1 << 20)],
         prop_oneof![Just(64usize), Just(1 << 20)],
+        prop_oneof![Just(0u64), Just(100), Just(1 << 16)],
     )
-        .prop_map(|(segment_bytes, max_batch_bytes)| WalOptions {
-            segment_bytes,
-            max_batch_bytes,
-            sync: SyncMode::None,
-        })
+        .prop_map(
+            |(segment_bytes, max_batch_bytes, preallocate_bytes)| WalOptions {
+                segment_bytes,
+                max_batch_bytes,
+                preallocate_bytes,
+                sync: SyncMode::None,
+            },
+        )
 }
 
 /// Waits for every pending commit and checks positions rise in call order.

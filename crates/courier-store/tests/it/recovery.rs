@@ -2,10 +2,10 @@
 //! damage anywhere else is reported, never skipped, because those bytes were acknowledged.
 
 use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use courier_store::{Record, StoreError, SyncMode, WalStore};
+use courier_store::{Record, StoreError, SyncMode, WalOptions, WalStore};
 
 use crate::support::{
     append, copy_dir, numbered, open, options, rec, reopen_and_replay, replay, segments,
@@ -26,12 +26,16 @@ fn cut(path: &Path, len: u64) {
         .unwrap();
 }
 
-/// Offsets where each frame of a segment ends, read straight from the length fields.
+/// Offsets where each frame of a segment ends, read straight from the length fields,
+/// up to the end of the file or the first zero length (preallocated space).
 fn frame_ends(bytes: &[u8]) -> Vec<u64> {
     let mut ends = Vec::new();
     let mut offset = 40;
     while offset < bytes.len() {
         let len = u32::from_le_bytes(bytes[offset..offset + 4].try_into().unwrap()) as usize;
+        if len == 0 {
+            break;
+        }
         offset += 8 + len;
         ends.push(offset as u64);
     }
@@ -41,7 +45,11 @@ fn frame_ends(bytes: &[u8]) -> Vec<u64> {
 #[test]
 fn torn_tail_at_every_byte_of_the_last_frames_replays_exactly_the_complete_prefix() {
     let source = tempfile::tempdir().unwrap();
-    let opts = options(BIG, SyncMode::None);
+    // No preallocation, so the file ends where its last frame does.
+    let opts = WalOptions {
+        preallocate_bytes: 0,
+        ..options(BIG, SyncMode::None)
+    };
     let store = open(source.path(), opts.clone());
     let durable = vec![rec("registry", b"a"), rec("d/a", b"b")];
     append(&store, durable.clone());
@@ -95,7 +103,7 @@ fn torn_tail_at_every_byte_of_the_last_frames_replays_exactly_the_complete_prefi
 }
 
 #[test]
-fn garbage_after_the_last_frame_is_cut_off() {
+fn garbage_after_the_last_frame_is_cut_off_and_zeros_are_not_counted_as_torn() {
     let patterns: Vec<Vec<u8>> = vec![
         vec![0; 1],
         vec![0; 15],
@@ -103,25 +111,45 @@ fn garbage_after_the_last_frame_is_cut_off() {
         vec![0xff; 64],
         (0..200u8).map(|b| b.wrapping_mul(31)).collect(),
     ];
-    for garbage in patterns {
-        let dir = tempfile::tempdir().unwrap();
-        let opts = options(BIG, SyncMode::None);
-        let store = open(dir.path(), opts.clone());
-        append(&store, vec![numbered(0, 0)]);
-        append(&store, vec![numbered(1, 0)]);
-        drop(store);
-        let segment = segments(dir.path())[0].clone();
-        OpenOptions::new()
-            .append(true)
-            .open(&segment)
-            .unwrap()
-            .write_all(&garbage)
-            .unwrap();
+    // Garbage at the end of an exact-length file, and written over preallocated zeros.
+    for preallocate_bytes in [0, 64 * 1024] {
+        for garbage in &patterns {
+            let dir = tempfile::tempdir().unwrap();
+            let opts = WalOptions {
+                preallocate_bytes,
+                ..options(BIG, SyncMode::None)
+            };
+            let store = open(dir.path(), opts.clone());
+            append(&store, vec![numbered(0, 0)]);
+            append(&store, vec![numbered(1, 0)]);
+            drop(store);
+            let segment = segments(dir.path())[0].clone();
+            let file_end = file_len(&segment);
+            let frames_end = *frame_ends(&fs::read(&segment).unwrap()).get(1).unwrap();
+            OpenOptions::new()
+                .write(true)
+                .open(&segment)
+                .unwrap()
+                .write_all_at(garbage, frames_end)
+                .unwrap();
+            let cut = file_len(&segment) - frames_end;
+            assert_eq!(
+                file_len(&segment),
+                file_end.max(frames_end + garbage.len() as u64)
+            );
 
-        let store = open(dir.path(), opts.clone());
-        let (replayed, stats) = replay(&store).unwrap();
-        assert_eq!(replayed, vec![numbered(0, 0), numbered(1, 0)]);
-        assert_eq!(stats.truncated_tail_bytes, garbage.len() as u64);
+            let store = open(dir.path(), opts.clone());
+            let (replayed, stats) = replay(&store).unwrap();
+            assert_eq!(replayed, vec![numbered(0, 0), numbered(1, 0)]);
+            let torn = garbage.iter().any(|&byte| byte != 0);
+            assert_eq!(stats.truncated_tail_bytes, if torn { cut } else { 0 });
+            append(&store, vec![numbered(2, 0)]);
+            drop(store);
+            assert_eq!(
+                reopen_and_replay(dir.path(), opts),
+                vec![numbered(0, 0), numbered(1, 0), numbered(2, 0)]
+            );
+        }
     }
 }
 

@@ -89,3 +89,25 @@ pub(crate) fn copy_dir(from: &Path, to: &Path) {
         fs::copy(from.join(&name), to.join(&name)).unwrap();
     }
 }
+
+/// Cuts the zeros the writer preallocated after the last frame of the segment at `path`,
+/// as the writer does before it starts the next segment; returns the new length.
+pub(crate) fn trim_preallocated(path: &Path) -> u64 {
+    let bytes = fs::read(path).unwrap();
+    let mut end = 40;
+    while end + 4 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[end..end + 4].try_into().unwrap()) as usize;
+        if len == 0 {
+            break;
+        }
+        end += 8 + len;
+    }
+    let end = end.min(bytes.len()) as u64;
+    fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(end)
+        .unwrap();
+    end
+}
