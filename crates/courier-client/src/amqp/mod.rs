@@ -4,6 +4,7 @@
 //! The engine is fe2o3-amqp's client over a stream this crate opened.
 
 mod convert;
+mod cork;
 mod error;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -22,6 +23,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::credentials::Token;
 use crate::net::{within, Endpoint};
 use crate::ClientError;
+use cork::Corked;
 
 pub(crate) use convert::{feedback_batch, outgoing_message, received_message};
 pub(crate) use error::{
@@ -134,10 +136,15 @@ where
     if options.sasl_anonymous {
         builder = builder.sasl_profile(SaslProfile::Anonymous);
     }
-    builder
+    // Frames the connection writes in one burst go out in one write (one TLS record),
+    // once the connection is open: an open that fails may drop the stream at once.
+    let (stream, cork) = Corked::uncorked(stream);
+    let connection = builder
         .open_with_stream(stream)
         .await
-        .map_err(error::open_error)
+        .map_err(error::open_error)?;
+    cork.cork();
+    Ok(connection)
 }
 
 impl Opened {
