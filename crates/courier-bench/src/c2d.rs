@@ -10,10 +10,10 @@ use futures_util::stream::{self, StreamExt as _, TryStreamExt as _};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::fleet::{self, PREFIX};
+use crate::fleet::{self, BenchDevice, PREFIX};
 use crate::http::Service;
-use crate::mqtt::{Counters, DeviceOutcome, MqttDevice};
-use crate::options::{AckMode, C2dPlan, OptionsError, SendOver};
+use crate::mqtt::{Counters, DeviceOutcome};
+use crate::options::{AckMode, C2dPlan, OptionsError, SendOver, Transport};
 use crate::process::ProcessSample;
 use crate::publisher::{PublishJob, Publisher};
 use crate::report::{BrokerReport, C2dReport, ErrorCount, GeneratorUsage, HubUsage, Throughput};
@@ -39,7 +39,6 @@ pub async fn run_c2d(
     observer: &dyn Observer,
 ) -> Result<C2dReport, BenchError> {
     plan.validate()?;
-    let port = target.mqtt_port.ok_or(BenchError::NoMqttPort)?;
     let service = Service::new(target, plan.http)?;
     let ids = fleet::device_ids(plan.devices);
     let key = courier_auth::generate_key(&mut rand::thread_rng());
@@ -53,6 +52,15 @@ pub async fn run_c2d(
     let result = match fleet::create(&service, &ids, &key, max_queue_depth).await {
         Ok(()) => {
             let connected = async {
+                if plan.transport != Transport::Mqtt {
+                    observer.phase(&format!(
+                        "connecting {} devices over {} (Rust SDK)",
+                        ids.len(),
+                        plan.transport.as_str().to_uppercase()
+                    ));
+                    return fleet::connect_sdk(target, plan.transport, &ids, &key).await;
+                }
+                let port = target.mqtt_port.ok_or(BenchError::NoMqttPort)?;
                 let endpoint = target.mqtt_endpoint(port).await?;
                 let sources = endpoint.sources(plan.source_addresses, plan.devices)?;
                 observer.phase(&format!(
@@ -60,7 +68,8 @@ pub async fn run_c2d(
                     ids.len(),
                     from_sources(&sources)
                 ));
-                fleet::connect(&endpoint, &sources, target, &ids, &key).await
+                let devices = fleet::connect(&endpoint, &sources, target, &ids, &key).await?;
+                Ok(devices.into_iter().map(BenchDevice::Mqtt).collect())
             };
             match connected.await {
                 Ok(devices) => match hub_senders(target, plan, &service) {
@@ -114,6 +123,9 @@ pub async fn run_c2d_broker(
     if plan.ack == AckMode::Full {
         return Err(OptionsError::BrokerFeedback.into());
     }
+    if plan.transport != Transport::Mqtt {
+        return Err(OptionsError::BrokerTransport(plan.transport.as_str()).into());
+    }
     let endpoint = broker.endpoint().await?;
     let connections = plan.devices.saturating_add(plan.senders);
     let sources = endpoint.sources(plan.source_addresses, connections)?;
@@ -124,7 +136,11 @@ pub async fn run_c2d_broker(
         broker.url,
         from_sources(&sources)
     ));
-    let devices = fleet::connect_to_broker(&endpoint, &sources, &ids).await?;
+    let devices = fleet::connect_to_broker(&endpoint, &sources, &ids)
+        .await?
+        .into_iter()
+        .map(BenchDevice::Mqtt)
+        .collect();
     observer.phase(&format!(
         "connecting {} publishers (window {})",
         plan.senders, plan.publish_window
@@ -214,7 +230,7 @@ enum Senders<'a> {
 async fn measure(
     plan: &C2dPlan,
     ids: &[String],
-    devices: Vec<MqttDevice>,
+    devices: Vec<BenchDevice>,
     senders: Senders<'_>,
     pid: Option<u32>,
     observer: &dyn Observer,
@@ -389,7 +405,7 @@ async fn measure(
     let mut outcome = DeviceOutcome::default();
     while let Some(done) = receivers.join_next().await {
         let Ok(device) = done else {
-            errors.add("mqtt: device task failed", 1);
+            errors.add("device task failed", 1);
             continue;
         };
         latencies.add_all(&device.latencies);

@@ -5,8 +5,15 @@ use std::net::IpAddr;
 
 use futures_util::stream::{self, StreamExt as _, TryStreamExt as _};
 
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::watch;
+
 use crate::http::Service;
-use crate::mqtt::{DeviceLogin, MqttDevice};
+use crate::mqtt::{Counters, DeviceLogin, DeviceOutcome, MqttDevice};
+use crate::options::Transport;
+use crate::sdk_device::SdkDevice;
 use crate::socket::Endpoint;
 use crate::target::BenchTarget;
 use crate::BenchError;
@@ -83,6 +90,48 @@ pub(crate) async fn connect(
         }
     });
     connect_all(logins).await
+}
+
+/// A connected bench device on any transport.
+pub(crate) enum BenchDevice {
+    /// The bench's own lean MQTT device.
+    Mqtt(MqttDevice),
+    /// A Rust SDK device (AMQP or HTTPS).
+    Sdk(SdkDevice),
+}
+
+impl BenchDevice {
+    /// Receives and settles messages until `stop` changes; see each device type.
+    pub(crate) async fn receive(
+        self,
+        epoch: Instant,
+        expected: usize,
+        counters: Arc<Counters>,
+        stop: watch::Receiver<bool>,
+    ) -> DeviceOutcome {
+        match self {
+            Self::Mqtt(device) => device.receive(epoch, expected, counters, stop).await,
+            Self::Sdk(device) => device.receive(epoch, expected, counters, stop).await,
+        }
+    }
+}
+
+/// Connects every device through the Rust SDK over `transport` (AMQP or HTTPS).
+pub(crate) async fn connect_sdk(
+    target: &BenchTarget,
+    transport: Transport,
+    ids: &[String],
+    key: &str,
+) -> Result<Vec<BenchDevice>, BenchError> {
+    stream::iter(ids)
+        .map(|id| async move {
+            SdkDevice::connect(target, transport, id, key)
+                .await
+                .map(BenchDevice::Sdk)
+        })
+        .buffered(CONNECT_CONCURRENCY)
+        .try_collect()
+        .await
 }
 
 /// Connects and subscribes every device to a plain broker, anonymously,

@@ -24,6 +24,7 @@ mod options;
 mod process;
 mod publisher;
 mod report;
+mod sdk_device;
 mod sender;
 mod socket;
 mod stats;

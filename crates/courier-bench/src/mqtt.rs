@@ -58,6 +58,16 @@ pub(crate) struct DeviceOutcome {
     pub(crate) error: Option<&'static str>,
 }
 
+impl DeviceOutcome {
+    /// An empty outcome with room for `expected` latency samples.
+    pub(crate) fn expecting(expected: usize) -> Self {
+        Self {
+            latencies: Vec::with_capacity(expected),
+            ..Self::default()
+        }
+    }
+}
+
 /// A connected, subscribed device.
 pub(crate) struct MqttDevice {
     connection: Connection,
@@ -116,10 +126,7 @@ impl MqttDevice {
         counters: Arc<Counters>,
         mut stop: watch::Receiver<bool>,
     ) -> DeviceOutcome {
-        let mut outcome = DeviceOutcome {
-            latencies: Vec::with_capacity(expected),
-            ..DeviceOutcome::default()
-        };
+        let mut outcome = DeviceOutcome::expecting(expected);
         let mut acks = BytesMut::with_capacity(256);
         let connection = &mut self.connection;
         loop {

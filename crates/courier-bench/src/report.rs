@@ -37,7 +37,7 @@ pub struct ErrorCount {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Throughput {
-    /// First send started → last PUBACK written, in seconds.
+    /// First send started → the last message settled by its device (MQTT PUBACK written, AMQP or HTTPS complete answered), in seconds.
     pub seconds: f64,
     /// Messages delivered per second over that window (end to end).
     pub delivered_per_second: f64,
@@ -220,7 +220,7 @@ impl C2dReport {
         let t = &self.throughput;
         let _ = writeln!(
             out,
-            "throughput:   {:.0} msg/s end to end ({:.2} s first send → last PUBACK); sends {:.0} msg/s",
+            "throughput:   {:.0} msg/s end to end ({:.2} s first send → last settled); sends {:.0} msg/s",
             t.delivered_per_second, t.seconds, t.sent_per_second
         );
         if self.sustained_rate() == Some(false) {

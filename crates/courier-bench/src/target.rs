@@ -96,6 +96,21 @@ impl BenchTarget {
         cs
     }
 
+    /// A device's connection string (key `key`), with `GatewayHostName` as
+    /// [`Self::service_connection_string`] has it.
+    pub(crate) fn device_connection_string(&self, device_id: &str, key: &str) -> String {
+        let mut cs = format!(
+            "HostName={};DeviceId={device_id};SharedAccessKey={key}",
+            self.host_name
+        );
+        let connect = self.connect_host();
+        if !connect.eq_ignore_ascii_case(&self.host_name) {
+            cs.push_str(";GatewayHostName=");
+            cs.push_str(&connect);
+        }
+        cs
+    }
+
     /// A device token for `device_id` signed with `key`.
     pub(crate) fn device_token(&self, device_id: &str, key: &str) -> Result<String, BenchError> {
         courier_auth::generate_token(

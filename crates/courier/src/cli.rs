@@ -440,8 +440,12 @@ pub(crate) enum BenchCommand {
 /// How bench devices connect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum BenchTransport {
-    /// MQTT 3.1.1 over TLS.
+    /// MQTT 3.1.1 over TLS (the bench's own lean device, for large fleets).
     Mqtt,
+    /// AMQP 1.0 over TLS, one connection per device (the Rust SDK).
+    Amqp,
+    /// HTTPS long polls (the Rust SDK).
+    Https,
 }
 
 /// Feedback the bench's messages ask for.
@@ -503,11 +507,14 @@ pub(crate) struct BenchCommonArgs {
 #[command(after_long_help = "\
 Creates devices bench-0 … bench-{N-1} with c2dLimits.maxQueueDepth raised to M
 (the hub default of 50 would refuse a flat-out run), connects them, and has S
-senders send the M×N messages while the devices PUBACK each delivery. The
+senders send the M×N messages while the devices settle each delivery. Devices
+connect over MQTT/TLS by default (the bench's own lean client, PUBACK per
+message); --transport amqp|https connects each through the Rust SDK instead
+(one AMQP connection per device, or HTTPS long polls), completing each. The
 senders send over AMQP by default, as the official service SDKs do: they share
 --amqp-connections connections, one sender link each, with every sender's
 send in flight at once (pipelined); --send-over https makes each sender POST
-to the HTTPS service API instead, one request in flight. Reports delivered msg/s (first send → last PUBACK),
+to the HTTPS service API instead, one request in flight. Reports delivered msg/s (first send → last settled),
 send→receive latency percentiles, errors by kind, and the hub's CPU time per
 message and peak RSS (from /proc, when the hub runs on this machine).
 Exits 1 when a message was not delivered or anything failed.
@@ -641,7 +648,7 @@ mod tests {
     #[test]
     fn bench_flags_are_checked_by_the_parser() {
         for bad in [
-            &["courier", "bench", "c2d", "--transport", "amqp"][..],
+            &["courier", "bench", "c2d", "--transport", "amqps"][..],
             &["courier", "bench", "c2d", "--ack", "positive"],
             &["courier", "bench", "c2d", "--rate", "0"],
             &["courier", "bench", "c2d", "--threads", "0"],

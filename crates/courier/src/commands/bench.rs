@@ -147,6 +147,8 @@ fn c2d_plan(args: &BenchC2dArgs) -> anyhow::Result<C2dPlan> {
         rate: args.rate.and_then(NonZeroU32::new),
         transport: match args.transport {
             BenchTransport::Mqtt => Transport::Mqtt,
+            BenchTransport::Amqp => Transport::Amqp,
+            BenchTransport::Https => Transport::Https,
         },
         ack: match args.ack {
             BenchAck::None => AckMode::None,

@@ -45,6 +45,42 @@ fn bench_c2d_delivers_every_message_and_deletes_its_devices() {
     );
 }
 
+/// Devices over AMQP and HTTPS, through the Rust SDK, complete every message.
+#[test]
+fn bench_c2d_devices_on_amqp_and_https_complete_every_message() {
+    for transport in ["amqp", "https"] {
+        let hub = Hub::start();
+        let report = hub.json(&[
+            "bench",
+            "c2d",
+            "--devices",
+            "3",
+            "--messages",
+            "4",
+            "--senders",
+            "2",
+            "--transport",
+            transport,
+            "--keep-devices",
+        ]);
+        let report = &report[0];
+        assert_eq!(report["transport"], transport, "{report}");
+        assert_eq!(report["sent"], 12, "{report}");
+        assert_eq!(report["delivered"], 12, "{report}");
+        assert_eq!(report["errors"], serde_json::json!([]), "{report}");
+        assert_eq!(
+            report["latency"]["p50Micros"].as_u64().map(|p| p > 0),
+            Some(true),
+            "{report}"
+        );
+        // The devices stay (--keep-devices): their queues are empty because
+        // every message was completed, not because the devices went.
+        let info = hub.json(&["hub", "info"]);
+        assert_eq!(info[0]["deviceCount"], 3, "{info:?}");
+        assert_eq!(info[0]["queuedMessages"], 0, "{info:?}");
+    }
+}
+
 /// Also the HTTPS send path (the default is AMQP).
 #[test]
 fn bench_c2d_with_full_ack_counts_a_feedback_record_per_message() {
