@@ -10,7 +10,8 @@
 #
 #   (a) 1,000 devices × 100 messages, flat out: 64 AMQP senders (pipelined on 4
 #       connections, as the official service SDKs send) → hub → MQTT/TLS devices;
-#       once more with 256 senders, and once with 64 HTTPS senders
+#       once more with 256 senders, once with 64 HTTPS senders, and once
+#       each with the devices on AMQP and on HTTPS (through the Rust SDK)
 #   (b) latency at fixed send rates (5,000 and 10,000 msg/s), Courier and Mosquitto
 #   (c) idle MQTT/TLS connections (100,000, or as many as the open-files hard
 #       limit allows), hub RSS per connection
@@ -293,6 +294,13 @@ step_ae() {
     hub_start x-https
     c2d_hub "$out/x-courier-https.json" "${size[@]}" --send-over https
     hub_stop
+    # Devices on the hub's other transports, through the Rust SDK.
+    hub_start x-amqp-devices
+    c2d_hub "$out/x-courier-amqp-devices.json" "${size[@]}" --transport amqp
+    hub_stop
+    hub_start x-https-devices
+    c2d_hub "$out/x-courier-https-devices.json" "${size[@]}" --transport https
+    hub_stop
     if want e; then
         # Mosquitto with as many in flight (64 × 4 = 256) and its best here
         # (16 per publisher); and without TLS.
@@ -412,6 +420,8 @@ summary() {
         c2d_row "Courier: 256 AMQP senders" "$out/x-courier-256.json"
         c2d_row "Mosquitto TLS: window 4 (256 in flight)" "$out/e-mosquitto-tls-window4.json"
         c2d_row "Courier: 64 HTTPS senders" "$out/x-courier-https.json"
+        c2d_row "Courier: AMQP devices (Rust SDK)" "$out/x-courier-amqp-devices.json"
+        c2d_row "Courier: HTTPS devices (Rust SDK, long polls)" "$out/x-courier-https-devices.json"
         c2d_row "Mosquitto TLS: window 16" "$out/e-mosquitto-tls-window16.json"
         c2d_row "Mosquitto plain TCP: window 1" "$out/e-mosquitto-plain.json"
         if compgen -G "$out/a-courier-*.json" >/dev/null && compgen -G "$out/e-mosquitto-tls-[0-9]*.json" >/dev/null; then
