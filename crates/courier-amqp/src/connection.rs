@@ -30,6 +30,10 @@ use crate::{ConnectionInfo, Shared};
 /// CBS replies waiting for the reply link, per connection.
 const CBS_REPLY_QUEUE: usize = 16;
 
+/// How long a TLS client certificate's grant lasts: the connection's life
+/// (the certificate cannot lapse mid-connection the way a token does).
+const CERTIFICATE_GRANT: courier_core::Timestamp = courier_core::Timestamp(i64::MAX);
+
 /// A CBS reply on its way to the `$cbs` reply link.
 pub(crate) type CbsReply = Message<Body<Value>>;
 
@@ -261,26 +265,37 @@ fn lease(conn: &Conn, need: Need) -> Result<Lease, definitions::Error> {
             None,
         )
     };
+    let gate = DeviceAuthenticator::new(&config.hub, &config.authenticator, &config.policies);
     if let Need::Device(id) = &need {
         // A policy token may name any device; the link needs a real, enabled one.
-        DeviceAuthenticator::new(&config.hub, &config.authenticator, &config.policies)
-            .require_enabled(id)
+        gate.require_enabled(id)
             .map_err(|e| unauthorized(e.to_string()))?;
     }
-    let until = conn
-        .identities
-        .valid_until(&need, SystemClock.now())
-        .ok_or_else(|| {
-            unauthorized(match &need {
-                Need::Service => {
-                    "no valid token with ServiceConnect on this connection; put one on $cbs first"
-                        .into()
-                }
-                Need::Device(id) => format!(
-                    "no valid token for device '{id}' on this connection; put one on $cbs first"
-                ),
-            })
-        })?;
+    let now = SystemClock.now();
+    let until = conn.identities.valid_until(&need, now);
+    if let (None, Need::Device(id), Some(cert)) = (until, &need, &conn.info.peer_certificate) {
+        // An X.509 device: no CBS, its TLS client certificate is its identity
+        // for as long as the connection lasts.
+        let principal = gate
+            .device_by_certificate(id, cert)
+            .map_err(|e| unauthorized(e.to_string()))?;
+        conn.identities.grant(principal, CERTIFICATE_GRANT);
+        return Ok(Lease {
+            need,
+            until: CERTIFICATE_GRANT,
+        });
+    }
+    let until = until.ok_or_else(|| {
+        unauthorized(match &need {
+            Need::Service => {
+                "no valid token with ServiceConnect on this connection; put one on $cbs first"
+                    .into()
+            }
+            Need::Device(id) => format!(
+                "no valid token for device '{id}' on this connection; put one on $cbs first"
+            ),
+        })
+    })?;
     Ok(Lease { need, until })
 }
 

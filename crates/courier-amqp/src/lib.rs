@@ -1,6 +1,7 @@
 //! Courier's AMQP 1.0 head, speaking IoT Hub's conventions (wire spec §3):
-//! SASL ANONYMOUS / `MSSBCBS` followed by CBS put-token on `$cbs`, or SASL
-//! PLAIN; the service's C2D send link (`/messages/devicebound`) and feedback
+//! SASL ANONYMOUS / `MSSBCBS` followed by CBS put-token on `$cbs`, SASL
+//! PLAIN, or (X.509 devices) the TLS client certificate the server passes in
+//! [`ConnectionInfo`]; the service's C2D send link (`/messages/devicebound`) and feedback
 //! link (`/messages/serviceBound/feedback`); each device's C2D receive link
 //! (`/devices/{id}/messages/devicebound`) and telemetry link
 //! (`/devices/{id}/messages/events`).
@@ -109,6 +110,9 @@ pub enum Transport {
 pub struct ConnectionInfo {
     /// The peer's address.
     pub remote: SocketAddr,
+    /// The TLS client certificate (leaf DER), if the peer sent one: an X.509
+    /// device's identity, which needs no SASL and no CBS (wire spec §1.6).
+    pub peer_certificate: Option<Arc<Vec<u8>>>,
     /// The transport.
     pub transport: Transport,
 }

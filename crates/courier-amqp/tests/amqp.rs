@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use courier_amqp::{AmqpConfig, AmqpHead, ConnectionInfo, Transport};
 use courier_auth::{Authenticator, Policy, Right, Rights};
 use courier_core::{
-    AckMode, C2dMessage, DeviceId, DeviceSpec, HubSettings, IfMatch, MessageProperties,
+    AckMode, Authentication, AuthenticationType, C2dMessage, DeviceId, DeviceSpec, HubSettings,
+    IfMatch, MessageProperties, X509Thumbprint,
 };
 use courier_hub::{Hub, HubOptions, HubTask, SystemClock};
 use courier_store::{WalOptions, WalStore};
@@ -116,11 +117,14 @@ impl Fixture {
             .unwrap()
     }
 
-    fn stream(&self) -> tokio::io::DuplexStream {
+    /// A connection to the head, as if its TLS layer had received
+    /// `certificate` (leaf DER) from the client.
+    fn stream(&self, certificate: Option<Vec<u8>>) -> tokio::io::DuplexStream {
         let (client, server) = tokio::io::duplex(1 << 20);
         let head = self.head.clone();
         let info = ConnectionInfo {
             remote: SocketAddr::from(([127, 0, 0, 1], 1)),
+            peer_certificate: certificate.map(Arc::new),
             transport: Transport::Plain,
         };
         tokio::spawn(async move { head.serve_connection(server, info).await });
@@ -128,11 +132,19 @@ impl Fixture {
     }
 
     async fn open(&self, sasl: Option<SaslProfile>) -> (ConnectionHandle<()>, SessionHandle<()>) {
+        self.open_with(sasl, None).await
+    }
+
+    async fn open_with(
+        &self,
+        sasl: Option<SaslProfile>,
+        certificate: Option<Vec<u8>>,
+    ) -> (ConnectionHandle<()>, SessionHandle<()>) {
         let mut builder = Connection::builder().container_id("test").hostname(HOST);
         if let Some(profile) = sasl {
             builder = builder.sasl_profile(profile);
         }
-        let mut connection = within(builder.open_with_stream(self.stream()))
+        let mut connection = within(builder.open_with_stream(self.stream(certificate)))
             .await
             .unwrap();
         let session = within(Session::begin(&mut connection)).await.unwrap();
@@ -400,6 +412,86 @@ async fn a_released_message_is_redelivered_with_delivery_count_one() {
     f.close().await;
 }
 
+/// X.509 over AMQP (wire spec §1.6): no SASL and no CBS, the TLS client
+/// certificate is the device's identity.
+#[tokio::test]
+async fn a_self_signed_device_attaches_with_its_certificate_and_no_token() {
+    let f = Fixture::new().await;
+    // The thumbprint is a hash of the DER bytes; any bytes stand in for a certificate.
+    let cert = b"a device certificate".to_vec();
+    // Registered as the secondary (SHA-1) thumbprint, the primary being another certificate's.
+    let (sha1, _) = courier_auth::thumbprints(&cert);
+    let (_, retired) = courier_auth::thumbprints(b"the previous certificate");
+    let spec = DeviceSpec {
+        authentication: Authentication {
+            kind: AuthenticationType::SelfSigned,
+            symmetric_key: None,
+            x509_thumbprint: X509Thumbprint {
+                primary_thumbprint: Some(retired),
+                secondary_thumbprint: Some(sha1),
+            },
+        },
+        ..Default::default()
+    };
+    let id = DeviceId::new("x509-dev").unwrap();
+    f.hub
+        .put_device(id.clone(), spec, IfMatch::Absent)
+        .await
+        .unwrap();
+    f.device("sas-dev").await;
+    f.hub
+        .send(
+            &id,
+            C2dMessage {
+                properties: Default::default(),
+                body: b"to the certificate".to_vec(),
+            },
+        )
+        .await
+        .unwrap();
+
+    let (mut conn, mut dev) = f.open_with(None, Some(cert.clone())).await;
+    let mut c2d = within(Receiver::attach(
+        &mut dev,
+        "c2d",
+        "/devices/x509-dev/messages/devicebound",
+    ))
+    .await
+    .unwrap();
+    let delivery = within(c2d.recv::<Body<Value>>()).await.unwrap();
+    c2d.accept(&delivery).await.unwrap();
+    assert_eq!(f.head.metrics().c2d_delivered, 1);
+    // The certificate proves x509-dev only, not a SAS device on the same connection.
+    let other = within(Receiver::attach(
+        &mut dev,
+        "c2d-other",
+        "/devices/sas-dev/messages/devicebound",
+    ))
+    .await;
+    if let Ok(mut link) = other {
+        assert!(within(link.recv::<Body<Value>>()).await.is_err());
+    }
+    conn.close().await.unwrap();
+
+    // Another certificate is refused.
+    let (mut conn, mut dev) = f
+        .open_with(None, Some(b"another certificate".to_vec()))
+        .await;
+    let refused = within(Receiver::attach(
+        &mut dev,
+        "c2d",
+        "/devices/x509-dev/messages/devicebound",
+    ))
+    .await;
+    if let Ok(mut link) = refused {
+        let error = within(link.recv::<Body<Value>>()).await.unwrap_err();
+        assert!(format!("{error:?}").contains("401"), "{error:?}");
+    }
+    assert_eq!(f.head.metrics().c2d_delivered, 1);
+    let _ = conn.close().await;
+    f.close().await;
+}
+
 #[tokio::test]
 async fn a_device_token_cannot_attach_another_devices_link() {
     let f = Fixture::new().await;
@@ -476,7 +568,7 @@ async fn sasl_plain_authenticates_a_service_without_cbs() {
         Connection::builder()
             .container_id("t")
             .sasl_profile(wrong)
-            .open_with_stream(f.stream()),
+            .open_with_stream(f.stream(None)),
     )
     .await;
     assert!(opened.is_err());
@@ -487,13 +579,13 @@ async fn sasl_plain_authenticates_a_service_without_cbs() {
 async fn malformed_bytes_close_only_that_connection() {
     let f = Fixture::new().await;
     let (mut good, mut session) = f.open(None).await;
-    let mut bad = f.stream();
+    let mut bad = f.stream(None);
     bad.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
     let mut answer = Vec::new();
     within(bad.read_to_end(&mut answer)).await.unwrap();
     assert_eq!(answer, b"AMQP\x00\x01\x00\x00");
     // A valid header followed by garbage frames.
-    let mut bad = f.stream();
+    let mut bad = f.stream(None);
     bad.write_all(b"AMQP\x00\x01\x00\x00\x00\x00\x00\x10\x02\x00\x00\x00garbagegarbage")
         .await
         .unwrap();

@@ -137,6 +137,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             async move {
                 let info = courier_amqp::ConnectionInfo {
                     remote: connection.remote,
+                    peer_certificate: connection.peer_certificate,
                     transport: courier_amqp::Transport::WebSocket,
                 };
                 head.serve_connection(connection.stream, info).await;
@@ -275,6 +276,7 @@ async fn serve_amqp<H: Handshake>(
         let head = head.clone();
         let info = courier_amqp::ConnectionInfo {
             remote: accepted.remote,
+            peer_certificate: accepted.peer_certificate,
             transport: courier_amqp::Transport::Tls,
         };
         async move { head.serve_connection(accepted.stream, info).await }

@@ -358,7 +358,7 @@ fn certificate_refusal(config: &DeviceConfig, error: ClientError) -> ClientError
     match error {
         ClientError::Unauthorized(mut hub) if config.credentials.is_x509() => {
             hub.message = format!(
-                "{} (the hub did not accept the TLS client certificate over AMQP; Courier authenticates X.509 devices over MQTT only: use Transport::Mqtt)",
+                "{} (the hub did not accept the TLS client certificate: check that its thumbprint is registered for the device)",
                 hub.message
             );
             ClientError::Unauthorized(hub)

@@ -9,7 +9,7 @@ use std::time::Duration;
 use courier_client::{
     Ack, ClientError, ConnectionStatus, DeviceClient, DeviceOptions, FeedbackStatus, Message,
     RetryPolicy, ServiceClient, ServiceOptions, ServiceTransport, StatusChange, StatusReason,
-    Transport,
+    Transport, X509Identity,
 };
 
 use crate::support::Hub;
@@ -302,19 +302,24 @@ async fn keeps_receiving_across_token_renewals(transport: Transport) {
     device.close().await;
 }
 
+/// The error a device whose credentials the hub refuses gets: at connect,
+/// or (HTTPS has no connection) at its first poll.
+async fn refusal(device: &DeviceClient) -> ClientError {
+    match within("connect", device.connect()).await {
+        Err(e) => e,
+        Ok(()) => within("receive", device.receive(PATIENCE))
+            .await
+            .expect_err("the credentials must be refused"),
+    }
+}
+
 async fn a_wrong_key_is_refused_without_retrying(transport: Transport) {
     let hub = Hub::start();
     create_device(&hub, "dev1");
     let wrong =
         "HostName=localhost;DeviceId=dev1;SharedAccessKey=d3Jvbmcga2V5IHdyb25nIGtleSB3cm9uZyBrZXk=";
     let device = DeviceClient::with_options(wrong, transport, device_options(&hub)).unwrap();
-    let error = match within("connect", device.connect()).await {
-        Err(e) => e,
-        // HTTPS has no connection: the first poll is refused.
-        Ok(()) => within("receive", device.receive(PATIENCE))
-            .await
-            .expect_err("a wrong key must be refused"),
-    };
+    let error = refusal(&device).await;
     assert!(matches!(error, ClientError::Unauthorized(_)), "{error:?}");
     let mut watch = device.status_watch();
     within(
@@ -324,6 +329,52 @@ async fn a_wrong_key_is_refused_without_retrying(transport: Transport) {
     .await
     .unwrap();
     assert_eq!(device.status().reason, StatusReason::BadCredential);
+}
+
+/// A self-signed X.509 device: no key, no token; its TLS client certificate
+/// is its identity (on AMQP without SASL or CBS, wire spec §1.6). A second
+/// certificate, not registered, is refused.
+async fn a_self_signed_device_receives_with_its_certificate(transport: Transport) {
+    let hub = Hub::start();
+    let certified = rcgen::generate_simple_self_signed(vec!["x509-dev".to_owned()]).unwrap();
+    let (_, sha256) = courier_auth::thumbprints(certified.cert.der());
+    hub.ok(&[
+        "device",
+        "create",
+        "x509-dev",
+        "--x509",
+        "--primary-thumbprint",
+        &sha256,
+    ]);
+    let cs = "HostName=localhost;DeviceId=x509-dev;x509=true";
+    let identity = X509Identity::from_pem(
+        certified.cert.pem().into_bytes(),
+        certified.signing_key.serialize_pem().into_bytes(),
+    );
+    let options = device_options(&hub).x509_identity(identity);
+    let device = DeviceClient::with_options(cs, transport, options).unwrap();
+    within("connect", device.connect()).await.unwrap();
+
+    let service = service(&hub, ServiceTransport::Amqp);
+    send(&service, "x509-dev", Message::new("for the certificate")).await;
+    let message = within("receive", device.receive(PATIENCE))
+        .await
+        .unwrap()
+        .expect("a message");
+    assert_eq!(message.body_str(), Some("for the certificate"));
+    within("complete", device.complete(&message)).await.unwrap();
+    device.close().await;
+
+    let stranger = rcgen::generate_simple_self_signed(vec!["x509-dev".to_owned()]).unwrap();
+    let identity = X509Identity::from_pem(
+        stranger.cert.pem().into_bytes(),
+        stranger.signing_key.serialize_pem().into_bytes(),
+    );
+    let options = device_options(&hub).x509_identity(identity);
+    let device = DeviceClient::with_options(cs, transport, options).unwrap();
+    let error = refusal(&device).await;
+    assert!(matches!(error, ClientError::Unauthorized(_)), "{error:?}");
+    device.close().await;
 }
 
 macro_rules! device_scenarios {
@@ -354,6 +405,11 @@ macro_rules! device_scenarios {
             #[tokio::test]
             async fn a_wrong_key_is_refused_without_retrying() {
                 super::a_wrong_key_is_refused_without_retrying($transport).await;
+            }
+
+            #[tokio::test]
+            async fn a_self_signed_device_receives_with_its_certificate() {
+                super::a_self_signed_device_receives_with_its_certificate($transport).await;
             }
 
             #[tokio::test]
