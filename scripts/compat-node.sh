@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Compatibility test with the official Azure IoT Node SDKs: the device SDK over
 # HTTPS, MQTT (8883), MQTT over WebSockets (443), AMQP (5671) and AMQP over
-# WebSockets (443), and the service SDK's registry (HTTPS), C2D send and
+# WebSockets (443), with SAS keys and with self-signed X.509 certificates
+# (made with openssl), and the service SDK's registry (HTTPS), C2D send and
 # feedback (AMQP and AMQP over WebSockets).
 #
 # Installs compat/node's pinned npm packages, starts `courier serve` (HTTPS,

@@ -48,6 +48,8 @@ install_prerequisites() {
     command -v node >/dev/null || missing+=(nodejs)
     command -v npm >/dev/null || missing+=(npm)
     command -v python3 >/dev/null || missing+=(python3)
+    # Self-signed device certificates for the Node SDK's X.509 scenarios.
+    command -v openssl >/dev/null || missing+=(openssl)
     # The broker `courier bench c2d --broker` is smoke-tested against (Debian puts it in /usr/sbin).
     command -v mosquitto >/dev/null || [[ -x /usr/sbin/mosquitto ]] || missing+=(mosquitto)
     # Debian's python3 cannot make a venv with pip until python3-venv is installed.
@@ -59,7 +61,7 @@ install_prerequisites() {
         as_root apt-get update || return 1
         as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" || return 1
     else
-        echo "apt: build-essential, pkg-config, nodejs, npm, python3 (with venv), mosquitto present"
+        echo "apt: build-essential, pkg-config, nodejs, npm, python3 (with venv), openssl, mosquitto present"
     fi
 
     if ! command -v cargo >/dev/null; then
