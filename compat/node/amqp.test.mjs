@@ -26,7 +26,7 @@ import common from 'azure-iot-common';
 
 import {
   EVENT_TIMEOUT_MS, FEEDBACK_TIMEOUT_MS, TEST_TIMEOUT_MS, loadHub, ownerConnectionString,
-  createDevice, sendC2d, queuedCount, waitQueueEmpty, withTimeout,
+  createDevice, sendC2d, queuedCount, waitQueueEmpty, withTimeout, eventQueue,
 } from './courier-cli.mjs';
 
 const { Client: ServiceClient, Amqp: ServiceAmqp, AmqpWs: ServiceAmqpWs } = iothub;
@@ -56,40 +56,6 @@ before(() => {
   caPem = hub.caPem;
   ownerCs = ownerConnectionString();
 });
-
-// ---------------------------------------------------------------------------
-// A queue of SDK events that a test awaits one at a time.
-
-/**
- * `push(event)` hands an event to the oldest waiter or keeps it; `next(what)`
- * resolves with the next event, failing after `timeoutMs`.
- */
-function eventQueue(timeoutMs = EVENT_TIMEOUT_MS) {
-  const events = [];
-  const waiters = [];
-  return {
-    push(event) {
-      const waiter = waiters.shift();
-      if (waiter) waiter(event);
-      else events.push(event);
-    },
-    next(what) {
-      if (events.length > 0) return Promise.resolve(events.shift());
-      return new Promise((resolve, reject) => {
-        const waiter = (event) => {
-          clearTimeout(timer);
-          resolve(event);
-        };
-        const timer = setTimeout(() => {
-          waiters.splice(waiters.indexOf(waiter), 1);
-          reject(new Error(`${what}: nothing within ${timeoutMs} ms`));
-        }, timeoutMs);
-        waiters.push(waiter);
-      });
-    },
-    pending: () => events.slice(),
-  };
-}
 
 function describe(err) {
   return `${err?.constructor?.name ?? 'Error'}: ${err?.message}${err?.amqpError ? ` [${err.amqpError.condition}: ${err.amqpError.description}]` : ''}`;

@@ -173,3 +173,51 @@ export async function withTimeout(promise, what) {
     clearTimeout(timer);
   }
 }
+
+/**
+ * A queue of SDK events that a test awaits one at a time: `push(event)` hands
+ * an event to the oldest waiter or keeps it; `next(what)` resolves with the
+ * next event, failing after `timeoutMs`; `pending()` lists those never awaited.
+ */
+export function eventQueue(timeoutMs = EVENT_TIMEOUT_MS) {
+  const events = [];
+  const waiters = [];
+  return {
+    push(event) {
+      const waiter = waiters.shift();
+      if (waiter) waiter(event);
+      else events.push(event);
+    },
+    next(what) {
+      if (events.length > 0) return Promise.resolve(events.shift());
+      return new Promise((resolve, reject) => {
+        const waiter = (event) => {
+          clearTimeout(timer);
+          resolve(event);
+        };
+        const timer = setTimeout(() => {
+          waiters.splice(waiters.indexOf(waiter), 1);
+          reject(new Error(`${what}: nothing within ${timeoutMs} ms`));
+        }, timeoutMs);
+        waiters.push(waiter);
+      });
+    },
+    pending: () => events.slice(),
+  };
+}
+
+/**
+ * A subclass of SDK transport class `Base` that remembers the instance the SDK
+ * builds, as `seen.transport`: the HTTP transport reports receive failures
+ * only on its own 'error' event, which the Client does not forward.
+ */
+export function observedTransport(Base) {
+  const seen = { transport: undefined };
+  class Observed extends Base {
+    constructor(...args) {
+      super(...args);
+      seen.transport = this;
+    }
+  }
+  return { Transport: Observed, seen };
+}

@@ -19,6 +19,7 @@ import deviceHttp from 'azure-iot-device-http';
 
 import {
   EVENT_TIMEOUT_MS, TEST_TIMEOUT_MS, loadHub, createDevice, sendC2d, expectFeedback,
+  eventQueue, observedTransport,
 } from './courier-cli.mjs';
 
 const { Client, Message } = device;
@@ -42,39 +43,11 @@ before(() => {
  * of event comes first, and after EVENT_TIMEOUT_MS if none does.
  */
 async function openDevice(connectionString) {
-  // The HTTP transport reports receive failures only on its own 'error' event
-  // (the Client just logs them), so keep hold of the transport the SDK builds.
-  let transport;
-  class ObservedHttp extends Http {
-    constructor(authenticationProvider) {
-      super(authenticationProvider);
-      transport = this;
-    }
-  }
-  const client = Client.fromConnectionString(connectionString, ObservedHttp);
-  const events = [];
-  const waiters = [];
-  const push = (event) => {
-    const waiter = waiters.shift();
-    if (waiter) waiter(event);
-    else events.push(event);
-  };
-  const nextEvent = () => {
-    if (events.length > 0) return Promise.resolve(events.shift());
-    return new Promise((resolve, reject) => {
-      const waiter = (event) => {
-        clearTimeout(timer);
-        resolve(event);
-      };
-      const timer = setTimeout(() => {
-        waiters.splice(waiters.indexOf(waiter), 1);
-        reject(new Error(`no C2D message or receive error within ${EVENT_TIMEOUT_MS} ms`));
-      }, EVENT_TIMEOUT_MS);
-      waiters.push(waiter);
-    });
-  };
-  transport.on('error', (err) => push({ kind: 'error', value: err }));
-  client.on('error', (err) => push({ kind: 'error', value: err }));
+  const { Transport, seen } = observedTransport(Http);
+  const client = Client.fromConnectionString(connectionString, Transport);
+  const events = eventQueue();
+  seen.transport.on('error', (err) => events.push({ kind: 'error', value: err }));
+  client.on('error', (err) => events.push({ kind: 'error', value: err }));
 
   await client.open();
   // One setOptions call: the transport keeps only the last options object, so
@@ -82,22 +55,22 @@ async function openDevice(connectionString) {
   // a second keep a single receive in flight, so arrival order is queue order.
   await client.setOptions({ ca: caPem, http: { receivePolicy: { interval: 1, drain: false } } });
   // Adding the first 'message' listener starts the SDK's polling.
-  client.on('message', (msg) => push({ kind: 'message', value: msg }));
+  client.on('message', (msg) => events.push({ kind: 'message', value: msg }));
 
   return {
     client,
     async next() {
-      const { kind, value } = await nextEvent();
+      const { kind, value } = await events.next('a C2D message or receive error');
       if (kind !== 'message') assert.fail(`expected a C2D message, the SDK reported ${describeError(value)}`);
       return value;
     },
     async nextError() {
-      const { kind, value } = await nextEvent();
+      const { kind, value } = await events.next('a receive error or C2D message');
       if (kind !== 'error') assert.fail(`expected a receive error, the SDK received message ${value.messageId}`);
       return value;
     },
     /** Receive errors reported but never awaited (descriptions). */
-    pendingErrors: () => events.filter((e) => e.kind === 'error').map((e) => describeError(e.value)),
+    pendingErrors: () => events.pending().filter((e) => e.kind === 'error').map((e) => describeError(e.value)),
     close: () => client.close(),
   };
 }

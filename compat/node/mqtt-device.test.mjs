@@ -20,7 +20,7 @@ import deviceMqtt from 'azure-iot-device-mqtt';
 
 import {
   EVENT_TIMEOUT_MS, TEST_TIMEOUT_MS, loadHub, createDevice, sendC2d, expectFeedback,
-  queuedCount, waitQueueEmpty, withTimeout,
+  queuedCount, waitQueueEmpty, withTimeout, eventQueue,
 } from './courier-cli.mjs';
 
 const { Client } = device;
@@ -52,43 +52,22 @@ before(() => {
  */
 async function openDevice(connectionString, Transport) {
   const client = Client.fromConnectionString(connectionString, Transport);
-  const events = [];
-  const waiters = [];
-  const push = (event) => {
-    const waiter = waiters.shift();
-    if (waiter) waiter(event);
-    else events.push(event);
-  };
-  client.on('error', (err) => push({ kind: 'error', value: err }));
+  const events = eventQueue();
+  client.on('error', (err) => events.push({ kind: 'error', value: err }));
   await client.setOptions({ ca: caPem });
   await withTimeout(client.open(), 'client.open()');
   // Adding the first 'message' listener makes the SDK subscribe to the C2D topic.
-  client.on('message', (msg) => push({ kind: 'message', value: msg }));
-
-  const nextEvent = () => {
-    if (events.length > 0) return Promise.resolve(events.shift());
-    return new Promise((resolve, reject) => {
-      const waiter = (event) => {
-        clearTimeout(timer);
-        resolve(event);
-      };
-      const timer = setTimeout(() => {
-        waiters.splice(waiters.indexOf(waiter), 1);
-        reject(new Error(`no C2D message or client error within ${EVENT_TIMEOUT_MS} ms`));
-      }, EVENT_TIMEOUT_MS);
-      waiters.push(waiter);
-    });
-  };
+  client.on('message', (msg) => events.push({ kind: 'message', value: msg }));
 
   return {
     client,
     async next() {
-      const { kind, value } = await nextEvent();
+      const { kind, value } = await events.next('a C2D message or client error');
       if (kind !== 'message') assert.fail(`expected a C2D message, the SDK reported ${value?.name}: ${value?.message}`);
       return value;
     },
     /** Events that came but were never awaited (descriptions). */
-    pending: () => events.map(({ kind, value }) => (kind === 'message' ? `message ${value.messageId}` : `${value?.name}: ${value?.message}`)),
+    pending: () => events.pending().map(({ kind, value }) => (kind === 'message' ? `message ${value.messageId}` : `${value?.name}: ${value?.message}`)),
     close: () => withTimeout(client.close(), 'client.close()'),
   };
 }
