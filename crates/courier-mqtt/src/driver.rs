@@ -32,8 +32,10 @@ use crate::{ConnectionInfo, Shared};
 /// Bytes asked of the socket per read on a busy connection.
 const READ_CHUNK: usize = 64 * 1024;
 /// The read buffer of a quiet connection: most connections are idle, and
-/// every byte of theirs counts against the memory per connection.
-const READ_START: usize = 2 * 1024;
+/// every byte of theirs counts against the memory per connection. 1 KiB
+/// holds what an idle device sends (PINGREQ, PUBACK, a SUBSCRIBE); a
+/// connection whose reads fill the buffer moves to [`READ_CHUNK`].
+const READ_START: usize = 1024;
 /// Past this many unwritten bytes the loop stops reading and receiving.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
 /// How long one hub receive waits for a message before it is renewed.

@@ -19,6 +19,12 @@ use clap::Parser as _;
 use crate::cli::{Cli, Command};
 use crate::commands::Outcome;
 
+/// jemalloc instead of glibc malloc: thread caches instead of contended arena
+/// locks (see `docs/ARCHITECTURE.md`, "Dependencies and why").
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let json_errors = match &cli.command {
