@@ -281,15 +281,26 @@ impl Engine {
     pub(crate) async fn run(mut self) {
         let mut commands = Vec::with_capacity(MAX_BATCH);
         let mut shutdown: Option<oneshot::Sender<()>> = None;
+        // One timer for the next deadline, moved only when a deadline comes
+        // earlier than the one it is set for: a later one lets it fire early,
+        // the turn finds nothing due, and it is set again. No timer is made
+        // or moved per turn.
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
+        let mut armed: Option<tokio::time::Instant> = None;
         loop {
-            let sleep = self.sleep_duration();
+            let wake = tokio::time::Instant::now() + self.sleep_duration();
+            if armed.is_none_or(|at| wake < at) {
+                timer.as_mut().reset(wake);
+                armed = Some(wake);
+            }
             tokio::select! {
                 n = self.rx.recv_many(&mut commands, MAX_BATCH) => {
                     if n == 0 {
                         break;
                     }
                 }
-                () = tokio::time::sleep(sleep) => {}
+                () = &mut timer => armed = None,
             }
             let now = self.clock.now();
             let mut events = Vec::new();

@@ -298,9 +298,20 @@ impl Hub {
         if wait.is_zero() {
             return self.receive(id).await;
         }
+        tokio::time::timeout(wait, self.receive_parked(id))
+            .await
+            .unwrap_or(Ok(None))
+    }
+
+    /// Like [`Hub::receive_wait`] without a deadline: waits in the engine
+    /// until a message is available (`Some`), the device is deleted or
+    /// disabled (an error), or the caller drops the future, which leaves
+    /// nothing locked. For a receiver whose own life bounds the wait, such
+    /// as a device's MQTT connection: no timer per receive.
+    pub async fn receive_parked(&self, id: &DeviceId) -> Result<Option<Delivery>, Error> {
         let id = id.clone();
         let token = new_lock_token();
-        let parked = self.claim(
+        self.claim(
             |reply| Command::Receive {
                 id,
                 token,
@@ -308,8 +319,8 @@ impl Hub {
                 reply,
             },
             release_delivery,
-        );
-        tokio::time::timeout(wait, parked).await.unwrap_or(Ok(None))
+        )
+        .await
     }
 
     /// Completes a locked message.

@@ -410,3 +410,48 @@ async fn a_parked_receiver_learns_that_its_device_was_deleted() {
     assert_eq!(err.code().number(), 404001);
     stop(hub, task).await;
 }
+
+#[tokio::test]
+async fn a_receive_parked_without_a_deadline_gets_the_next_message_or_the_delete() {
+    let (_dir, hub, task, dev) = hub_with_one_device().await;
+    let spawn_parked = || {
+        let (hub, dev) = (hub.clone(), dev.clone());
+        tokio::spawn(async move { hub.receive_parked(&dev).await })
+    };
+    let waiter = spawn_parked();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    hub.send(&dev, msg("m1", AckMode::None)).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("woken by the send")
+        .unwrap()
+        .unwrap()
+        .expect("a parked receive answers with a message, never with nothing");
+    assert_eq!(got.message.properties.message_id.as_deref(), Some("m1"));
+    hub.complete(&dev, got.lock_token).await.unwrap();
+
+    // Dropped while parked: nothing is locked for it.
+    let dropped = spawn_parked();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    dropped.abort();
+    let _ = dropped.await;
+    hub.send(&dev, msg("m2", AckMode::None)).await.unwrap();
+    let got = hub
+        .receive(&dev)
+        .await
+        .unwrap()
+        .expect("a dropped parked receive took nothing");
+    assert_eq!(got.message.properties.message_id.as_deref(), Some("m2"));
+    hub.complete(&dev, got.lock_token).await.unwrap();
+
+    let waiter = spawn_parked();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    hub.delete_device(&dev, IfMatch::Any).await.unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("answered at the delete")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.code().number(), 404001);
+    stop(hub, task).await;
+}

@@ -38,8 +38,6 @@ const READ_CHUNK: usize = 64 * 1024;
 const READ_START: usize = 1024;
 /// Past this many unwritten bytes the loop stops reading and receiving.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
-/// How long one hub receive waits for a message before it is renewed.
-const RECEIVE_WAIT: Duration = Duration::from_secs(60);
 /// How long a closing connection may take to write what is queued.
 const CLOSE_FLUSH: Duration = Duration::from_secs(5);
 
@@ -285,9 +283,9 @@ impl Driver {
         };
         let hub = self.shared.config.hub.clone();
         let id = a.device_id.clone();
-        self.receive = Some(Box::pin(async move {
-            hub.receive_wait(&id, RECEIVE_WAIT).await
-        }));
+        // Parked in the engine until a message comes or the device is
+        // deleted or disabled; dropped with the connection.
+        self.receive = Some(Box::pin(async move { hub.receive_parked(&id).await }));
     }
 
     fn completed(&mut self, pkid: u16, result: Result<(), courier_hub::Error>) {
