@@ -135,6 +135,12 @@ run_step clippy cargo clippy --workspace --all-targets -- -D warnings
 run_step boundary core_boundary_guard
 run_step nextest cargo nextest run --workspace --no-fail-fast
 run_step doctest cargo test --workspace --doc
+# The nextest step built target/debug/courier (the `it` tests run it) and
+# passed: the compat scripts test that binary, instead of building it again
+# with `cargo build -p courier`'s narrower feature set (a minute of CI).
+if [[ -z ${COURIER_BIN:-} && -x target/debug/courier ]]; then
+    export COURIER_BIN=$PWD/target/debug/courier
+fi
 run_step compat-node scripts/compat-node.sh
 run_step compat-python scripts/compat-python.sh
 
