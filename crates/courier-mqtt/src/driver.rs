@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -20,8 +21,9 @@ use courier_core::{Clock, Delivery, DeviceId, ErrorCode, Timestamp};
 use courier_hub::SystemClock;
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use rumqttc::mqttbytes::v4::Packet;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
+use tokio_util::io::{poll_read_buf, poll_write_buf};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::auth;
@@ -45,6 +47,54 @@ type Receive = Pin<Box<dyn Future<Output = Result<Option<Delivery>, courier_hub:
 /// A PUBACKed message's completion, polled by the connection's own task
 /// (no task per message): its packet id and the hub's answer.
 type Completion = Pin<Box<dyn Future<Output = (u16, Result<(), courier_hub::Error>)> + Send>>;
+
+/// What one poll of the socket did.
+enum Io {
+    /// A read into the read buffer: bytes read, 0 at end of stream.
+    Read(std::io::Result<usize>),
+    /// A write from the write buffer.
+    Written(std::io::Result<usize>),
+}
+
+/// Polls `stream` in both directions at once: writes from `out` while it
+/// holds bytes, and reads into `buf` when `readable`; resolves with the
+/// first that completes. One stream, without `tokio::io::split`'s halves and
+/// the lock they take on every poll.
+///
+/// A TLS stream may take bytes into its own buffer while the socket is full
+/// and report them written; `unflushed` then asks for a flush once `out` is
+/// empty, so that a PUBLISH does not wait in that buffer for the next write.
+fn socket<'a, S>(
+    stream: &'a mut S,
+    out: &'a mut BytesMut,
+    unflushed: &'a mut bool,
+    buf: &'a mut BytesMut,
+    readable: bool,
+) -> impl Future<Output = Io> + 'a
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    std::future::poll_fn(move |cx| {
+        if !out.is_empty() {
+            if let Poll::Ready(r) = poll_write_buf(Pin::new(&mut *stream), cx, out) {
+                *unflushed = true;
+                return Poll::Ready(Io::Written(r));
+            }
+        } else if *unflushed {
+            match Pin::new(&mut *stream).poll_flush(cx) {
+                Poll::Ready(Ok(())) => *unflushed = false,
+                Poll::Ready(Err(e)) => return Poll::Ready(Io::Written(Err(e))),
+                Poll::Pending => {}
+            }
+        }
+        if readable {
+            if let Poll::Ready(r) = poll_read_buf(Pin::new(&mut *stream), cx, buf) {
+                return Poll::Ready(Io::Read(r));
+            }
+        }
+        Poll::Pending
+    })
+}
 
 /// Serves one connection until it ends.
 pub(crate) async fn serve<S>(shared: Arc<Shared>, stream: S, info: ConnectionInfo)
@@ -122,7 +172,9 @@ impl Driver {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let (mut reader, mut writer) = tokio::io::split(stream);
+        let mut stream = stream;
+        // Whether bytes went to the stream since its last flush.
+        let mut unflushed = false;
         let mut read_buf = BytesMut::with_capacity(READ_START);
         // Whether the last read filled all the space it was given: then the
         // peer is sending faster than we read, and the buffer grows.
@@ -164,29 +216,28 @@ impl Driver {
             }
             let space = read_buf.capacity() - read_buf.len();
             tokio::select! {
-                read = reader.read_buf(&mut read_buf), if readable => match read {
-                    Ok(0) => {
+                io = socket(&mut stream, &mut self.out, &mut unflushed, &mut read_buf, readable) => match io {
+                    Io::Read(Ok(0)) => {
                         debug!(in_flight = self.conn.in_flight(), "peer closed the connection");
                         peer_gone = true;
                         break;
                     }
-                    Ok(n) => {
+                    Io::Read(Ok(n)) => {
                         busy = n == space;
                         self.decode(&mut read_buf);
                     }
-                    Err(e) => {
+                    Io::Read(Err(e)) => {
                         debug!(error = %e, "read failed");
                         peer_gone = true;
                         break;
                     }
-                },
-                written = writer.write_buf(&mut self.out), if !self.out.is_empty() => {
-                    if let Err(e) = written {
+                    Io::Written(Ok(_)) => {}
+                    Io::Written(Err(e)) => {
                         debug!(error = %e, "write failed");
                         peer_gone = true;
                         break;
                     }
-                }
+                },
                 delivered = maybe(&mut self.receive) => {
                     self.receive = None;
                     self.feed(match delivered {
@@ -244,8 +295,8 @@ impl Driver {
         }
         // Closing: CONNACK refusals and the last acknowledgements go out first.
         let flush = async {
-            writer.write_all_buf(&mut self.out).await?;
-            writer.shutdown().await
+            stream.write_all_buf(&mut self.out).await?;
+            stream.shutdown().await
         };
         if let Ok(Err(e)) = tokio::time::timeout(CLOSE_FLUSH, flush).await {
             debug!(error = %e, "could not flush before closing");
