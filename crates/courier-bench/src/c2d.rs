@@ -12,10 +12,11 @@ use tokio::task::JoinSet;
 
 use crate::fleet::{self, BenchDevice, PREFIX};
 use crate::http::Service;
+use crate::job::SendJob;
 use crate::mqtt::{Counters, DeviceOutcome};
 use crate::options::{AckMode, C2dPlan, OptionsError, SendOver, Transport};
 use crate::process::ProcessSample;
-use crate::publisher::{PublishJob, Publisher};
+use crate::publisher::Publisher;
 use crate::report::{BrokerReport, C2dReport, ErrorCount, GeneratorUsage, HubUsage, Throughput};
 use crate::sender::{SendVia, Sender};
 use crate::stats::{ErrorCounts, Latencies};
@@ -278,10 +279,20 @@ async fn measure(
     }
 
     let start = Instant::now();
-    let next = Arc::new(AtomicU64::new(0));
     let shared_ids: Arc<[String]> = ids.into();
     let rate = plan.rate.map(|r| f64::from(r.get()));
     let body_bytes = usize::try_from(plan.body_bytes).unwrap_or(8);
+    let job = SendJob {
+        ids: shared_ids.clone(),
+        next: Arc::new(AtomicU64::new(0)),
+        total,
+        rate,
+        start,
+        epoch,
+        body_bytes,
+        counters: counters.clone(),
+        errors: errors.clone(),
+    };
     let mut sending = JoinSet::new();
     match senders {
         Senders::Hub { via, .. } => {
@@ -289,35 +300,15 @@ async fn measure(
             for via in via.iter().cycle().take(senders) {
                 let sender = Sender {
                     via: via.clone(),
-                    ids: shared_ids.clone(),
-                    next: next.clone(),
-                    total,
-                    rate,
-                    start,
-                    epoch,
-                    body_bytes,
                     ack: plan.ack,
-                    counters: counters.clone(),
-                    errors: errors.clone(),
+                    job: job.clone(),
                 };
                 sending.spawn(sender.run());
             }
         }
         Senders::Mqtt(publishers) => {
-            let job = PublishJob {
-                ids: shared_ids.clone(),
-                next: next.clone(),
-                total,
-                rate,
-                start,
-                epoch,
-                body_bytes,
-                window: plan.publish_window,
-                counters: counters.clone(),
-                errors: errors.clone(),
-            };
             for publisher in publishers {
-                sending.spawn(publisher.run(job.clone()));
+                sending.spawn(publisher.run(job.clone(), plan.publish_window));
             }
         }
     }

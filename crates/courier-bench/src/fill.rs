@@ -10,6 +10,7 @@ use tokio::task::JoinSet;
 
 use crate::fleet::{self, PREFIX};
 use crate::http::Service;
+use crate::job::SendJob;
 use crate::mqtt::Counters;
 use crate::options::{AckMode, FillPlan};
 use crate::process::ProcessSample;
@@ -52,22 +53,23 @@ pub async fn run_fill(
     let errors = Arc::new(ErrorCounts::default());
     let before = target.hub_pid.map(ProcessSample::read).transpose()?;
     let start = Instant::now();
-    let next = Arc::new(AtomicU64::new(0));
-    let ids: Arc<[String]> = ids.into();
+    let job = SendJob {
+        ids: ids.into(),
+        next: Arc::new(AtomicU64::new(0)),
+        total,
+        rate: None,
+        start,
+        epoch: start,
+        body_bytes: usize::try_from(plan.body_bytes).unwrap_or(8),
+        counters: counters.clone(),
+        errors: errors.clone(),
+    };
     let mut senders = JoinSet::new();
     for _ in 0..plan.senders {
         let sender = Sender {
             via: SendVia::Https(service.clone()),
-            ids: ids.clone(),
-            next: next.clone(),
-            total,
-            rate: None,
-            start,
-            epoch: start,
-            body_bytes: usize::try_from(plan.body_bytes).unwrap_or(8),
             ack: AckMode::None,
-            counters: counters.clone(),
-            errors: errors.clone(),
+            job: job.clone(),
         };
         senders.spawn(sender.run());
     }

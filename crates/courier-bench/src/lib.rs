@@ -19,6 +19,7 @@ mod fill;
 mod fleet;
 mod http;
 mod idle;
+mod job;
 mod mqtt;
 mod options;
 mod process;

@@ -8,9 +8,8 @@
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use bytes::{BufMut as _, BytesMut};
 use rumqttc::mqttbytes::v4::Packet;
@@ -18,35 +17,11 @@ use rumqttc::mqttbytes::Error as CodecError;
 use rumqttc::Connect;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::mqtt::Counters;
+use crate::job::SendJob;
 use crate::socket::{Connection, Endpoint, MAX_PACKET};
-use crate::stats::ErrorCounts;
 
 /// Free space kept in the read buffer.
 const READ_CHUNK: usize = 16 * 1024;
-
-/// What every publisher of a run shares: which messages exist, who takes the
-/// next one, and where results go.
-#[derive(Clone)]
-pub(crate) struct PublishJob {
-    /// Device ids; message `n` goes to `ids[n % len]`.
-    pub(crate) ids: Arc<[String]>,
-    /// The next message number to take.
-    pub(crate) next: Arc<AtomicU64>,
-    /// Messages in the run.
-    pub(crate) total: u64,
-    /// Messages per second, or flat out.
-    pub(crate) rate: Option<f64>,
-    /// Message `n` is due at `start + n / rate`.
-    pub(crate) start: Instant,
-    /// Body timestamps count from here.
-    pub(crate) epoch: Instant,
-    pub(crate) body_bytes: usize,
-    /// Unacknowledged PUBLISHes per connection.
-    pub(crate) window: u32,
-    pub(crate) counters: Arc<Counters>,
-    pub(crate) errors: Arc<ErrorCounts>,
-}
 
 /// One connected publisher.
 pub(crate) struct Publisher {
@@ -71,9 +46,9 @@ impl Publisher {
 
     /// Publishes until every message is taken and acknowledged; returns when
     /// its last PUBACK arrived (`None` if none did).
-    pub(crate) async fn run(self, job: PublishJob) -> Option<Instant> {
+    /// `window`: unacknowledged PUBLISHes on the connection.
+    pub(crate) async fn run(self, job: SendJob, window: u32) -> Option<Instant> {
         let mut connection = self.connection;
-        let devices = job.ids.len() as u64;
         let mut out = BytesMut::with_capacity(4096);
         let mut topic = String::with_capacity(160);
         let mut body = vec![0_u8; job.body_bytes.max(8)];
@@ -85,27 +60,23 @@ impl Publisher {
         let mut last_ack = None;
         loop {
             let now = Instant::now();
-            while in_flight < job.window {
+            while in_flight < window {
                 let number = match waiting.take() {
                     Some(number) => number,
                     None if exhausted => break,
-                    None => {
-                        let number = job.next.fetch_add(1, Ordering::Relaxed);
-                        if number >= job.total {
+                    None => match job.take() {
+                        Some(number) => number,
+                        None => {
                             exhausted = true;
                             break;
                         }
-                        number
-                    }
+                    },
                 };
-                if due(&job, number).is_some_and(|due| due > now) {
+                if job.due(number).is_some_and(|due| due > now) {
                     waiting = Some(number);
                     break;
                 }
-                let Some(device) = usize::try_from(number % devices)
-                    .ok()
-                    .and_then(|i| job.ids.get(i))
-                else {
+                let Some(device) = job.device(number) else {
                     break;
                 };
                 topic.clear();
@@ -114,7 +85,7 @@ impl Publisher {
                     "devices/{device}/messages/devicebound/%24.mid={number}\
                      &%24.to=%2Fdevices%2F{device}%2Fmessages%2Fdevicebound"
                 );
-                let stamp = u64::try_from(job.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                let stamp = job.stamp();
                 body[..8].copy_from_slice(&stamp.to_le_bytes());
                 packet_id = packet_id.checked_add(1).unwrap_or(1);
                 if encode_publish_qos1(&mut out, &topic, packet_id, &body).is_err() {
@@ -142,7 +113,7 @@ impl Publisher {
             if connection.received.capacity() - connection.received.len() < READ_CHUNK / 2 {
                 connection.received.reserve(READ_CHUNK);
             }
-            let next_due = waiting.and_then(|number| due(&job, number));
+            let next_due = waiting.and_then(|number| job.due(number));
             tokio::select! {
                 read = connection.stream.read_buf(&mut connection.received) => match read {
                     Ok(0) | Err(_) => {
@@ -178,12 +149,6 @@ impl Publisher {
             }
         }
     }
-}
-
-/// When message `number` is due, in rate mode.
-fn due(job: &PublishJob, number: u64) -> Option<Instant> {
-    job.rate
-        .map(|rate| job.start + Duration::from_secs_f64(number as f64 / rate))
 }
 
 /// Appends a QoS 1 PUBLISH (no DUP, no retain) to `out`.

@@ -1,8 +1,7 @@
 //! One service sender, over AMQP or HTTPS: the hub's side of `bench c2d`
 //! and `bench fill`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -10,9 +9,9 @@ use bytes::Bytes;
 use courier_client::{Ack, ClientError, Message, ServiceClient};
 
 use crate::http::{CallError, Service};
-use crate::mqtt::{stamped_body, Counters};
+use crate::job::SendJob;
+use crate::mqtt::stamped_body;
 use crate::options::AckMode;
-use crate::stats::ErrorCounts;
 
 /// How long one AMQP send may take, retries included.
 const SEND_TIMEOUT: Duration = Duration::from_secs(60);
@@ -65,50 +64,34 @@ fn error_kind(error: &ClientError) -> String {
 }
 
 /// One service sender: takes the next message number, waits for its slot
-/// when a rate is set, and sends it to device `number % devices`.
+/// when a rate is set, and sends it to its device.
 pub(crate) struct Sender {
     pub(crate) via: SendVia,
-    pub(crate) ids: Arc<[String]>,
-    pub(crate) next: Arc<AtomicU64>,
-    pub(crate) total: u64,
-    pub(crate) rate: Option<f64>,
-    pub(crate) start: Instant,
-    pub(crate) epoch: Instant,
-    pub(crate) body_bytes: usize,
     pub(crate) ack: AckMode,
-    pub(crate) counters: Arc<Counters>,
-    pub(crate) errors: Arc<ErrorCounts>,
+    pub(crate) job: SendJob,
 }
 
 impl Sender {
     /// Sends until every message is taken; returns when its last success was answered.
     pub(crate) async fn run(self) -> Option<Instant> {
+        let job = &self.job;
         let mut last_ok = None;
-        let devices = self.ids.len() as u64;
-        loop {
-            let number = self.next.fetch_add(1, Ordering::Relaxed);
-            if number >= self.total {
-                return last_ok;
-            }
-            if let Some(rate) = self.rate {
-                let due = self.start + Duration::from_secs_f64(number as f64 / rate);
+        while let Some(number) = job.take() {
+            if let Some(due) = job.due(number) {
                 tokio::time::sleep_until(due.into()).await;
             }
-            let Some(device) = usize::try_from(number % devices)
-                .ok()
-                .and_then(|i| self.ids.get(i))
-            else {
-                return last_ok;
+            let Some(device) = job.device(number) else {
+                break;
             };
-            let stamp = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            let body = Bytes::from(stamped_body(self.body_bytes, stamp));
+            let body = Bytes::from(stamped_body(job.body_bytes, job.stamp()));
             match self.via.send(device, body, self.ack).await {
                 Ok(()) => {
-                    self.counters.sent.fetch_add(1, Ordering::Relaxed);
+                    job.counters.sent.fetch_add(1, Ordering::Relaxed);
                     last_ok = Some(Instant::now());
                 }
-                Err(e) => self.errors.add(e.kind, 1),
+                Err(e) => job.errors.add(e.kind, 1),
             }
         }
+        last_ok
     }
 }
