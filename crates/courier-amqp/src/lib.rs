@@ -72,7 +72,8 @@ pub struct AmqpConfig {
     pub max_in_flight: usize,
     /// Time from accept to an open connection (default 10 s).
     pub connect_timeout: Duration,
-    /// How long a receive link waits on the hub before looking again (default 30 s).
+    /// How long the feedback receive link waits on the hub before looking
+    /// again (default 30 s). Device links wait without a deadline.
     pub poll_interval: Duration,
 }
 

@@ -58,7 +58,9 @@ pub(super) async fn run(
     tokio::pin!(receive);
     loop {
         if receive.is_terminated() && in_flight.len() < config.max_in_flight.max(1) {
-            receive.set(hub.receive_wait(&id, config.poll_interval).fuse());
+            // Parked in the engine until a message comes or the device is
+            // deleted or disabled; dropped with the link.
+            receive.set(hub.receive_parked(&id).fuse());
         }
         tokio::select! {
             d = &mut receive, if !receive.is_terminated() => {
