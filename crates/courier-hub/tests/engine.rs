@@ -331,6 +331,17 @@ async fn parked(
     task
 }
 
+/// Spawns `receive_parked` and gives it time to park in the engine.
+async fn parked_without_deadline(
+    hub: &Hub,
+    dev: &DeviceId,
+) -> tokio::task::JoinHandle<Result<Option<courier_core::Delivery>, Error>> {
+    let (hub, dev) = (hub.clone(), dev.clone());
+    let task = tokio::spawn(async move { hub.receive_parked(&dev).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    task
+}
+
 #[tokio::test]
 async fn a_wait_that_ends_first_leaves_nothing_locked() {
     let (_dir, hub, task, dev) = hub_with_one_device().await;
@@ -414,12 +425,7 @@ async fn a_parked_receiver_learns_that_its_device_was_deleted() {
 #[tokio::test]
 async fn a_receive_parked_without_a_deadline_gets_the_next_message_or_the_delete() {
     let (_dir, hub, task, dev) = hub_with_one_device().await;
-    let spawn_parked = || {
-        let (hub, dev) = (hub.clone(), dev.clone());
-        tokio::spawn(async move { hub.receive_parked(&dev).await })
-    };
-    let waiter = spawn_parked();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let waiter = parked_without_deadline(&hub, &dev).await;
     hub.send(&dev, msg("m1", AckMode::None)).await.unwrap();
     let got = tokio::time::timeout(Duration::from_secs(10), waiter)
         .await
@@ -431,8 +437,7 @@ async fn a_receive_parked_without_a_deadline_gets_the_next_message_or_the_delete
     hub.complete(&dev, got.lock_token).await.unwrap();
 
     // Dropped while parked: nothing is locked for it.
-    let dropped = spawn_parked();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let dropped = parked_without_deadline(&hub, &dev).await;
     dropped.abort();
     let _ = dropped.await;
     hub.send(&dev, msg("m2", AckMode::None)).await.unwrap();
@@ -444,8 +449,7 @@ async fn a_receive_parked_without_a_deadline_gets_the_next_message_or_the_delete
     assert_eq!(got.message.properties.message_id.as_deref(), Some("m2"));
     hub.complete(&dev, got.lock_token).await.unwrap();
 
-    let waiter = spawn_parked();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let waiter = parked_without_deadline(&hub, &dev).await;
     hub.delete_device(&dev, IfMatch::Any).await.unwrap();
     let err = tokio::time::timeout(Duration::from_secs(10), waiter)
         .await
